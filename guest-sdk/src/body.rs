@@ -1,0 +1,187 @@
+//! Request and response bodies in the formats SageMaker's containers speak:
+//! JSON, JSON Lines and headerless numeric CSV in; JSON and JSON Lines out.
+//! Every parse failure is an [`Error::BadInput`] that names the line and
+//! what was wrong, because that message is what the caller sees.
+
+use crate::bindings::nimbus::function::types::{Request as RawRequest, Response as RawResponse};
+use crate::error::{Error, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// `application/json`
+pub const JSON: &str = "application/json";
+/// `application/jsonlines`
+pub const JSON_LINES: &str = "application/jsonlines";
+/// `text/csv`
+pub const CSV: &str = "text/csv";
+
+/// One invocation's input.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The caller's `Content-Type` (media type only, without parameters).
+    pub content_type: String,
+    /// The caller's `Accept`, as sent (may list several types).
+    pub accept: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl From<RawRequest> for Request {
+    fn from(r: RawRequest) -> Self {
+        let content_type = media_type(&r.content_type).to_ascii_lowercase();
+        Request {
+            content_type,
+            accept: r.accept,
+            body: r.body,
+        }
+    }
+}
+
+fn media_type(header: &str) -> &str {
+    header.split(';').next().unwrap_or("").trim()
+}
+
+impl Request {
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<&str> {
+        std::str::from_utf8(&self.body)
+            .map_err(|e| Error::bad_input(format!("body is not UTF-8: {e}")))
+    }
+
+    /// Fails with [`Error::UnsupportedMediaType`] unless the request's
+    /// content type is one of `supported`; an empty content type counts as
+    /// the first.
+    pub fn expect_content_type(&self, supported: &[&'static str]) -> Result<&'static str> {
+        if self.content_type.is_empty() {
+            return Ok(supported[0]);
+        }
+        supported
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(&self.content_type))
+            .copied()
+            .ok_or_else(|| {
+                Error::UnsupportedMediaType(format!(
+                    "`{}` is not supported; send one of: {}",
+                    self.content_type,
+                    supported.join(", ")
+                ))
+            })
+    }
+
+    /// Picks the first of `offered` that the request's `Accept` allows
+    /// (`*/*`, `type/*` and an empty `Accept` allow anything), or fails with
+    /// [`Error::NotAcceptable`].
+    pub fn negotiate(&self, offered: &[&'static str]) -> Result<&'static str> {
+        let accepted: Vec<&str> = self
+            .accept
+            .split(',')
+            .map(media_type)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if accepted.is_empty() {
+            return Ok(offered[0]);
+        }
+        for want in &accepted {
+            for have in offered {
+                let prefix_match = want
+                    .strip_suffix("/*")
+                    .is_some_and(|p| have.split('/').next() == Some(p));
+                if *want == "*/*" || prefix_match || want.eq_ignore_ascii_case(have) {
+                    return Ok(have);
+                }
+            }
+        }
+        Err(Error::NotAcceptable(format!(
+            "cannot produce `{}`; accept one of: {}",
+            self.accept,
+            offered.join(", ")
+        )))
+    }
+
+    /// The body as one JSON value.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::bad_input(format!("invalid JSON body: {e}")))
+    }
+
+    /// The body as JSON Lines: one value per non-empty line.
+    pub fn json_lines<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        self.text()?
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map_err(|e| Error::bad_input(format!("line {}: invalid JSON: {e}", i + 1)))
+            })
+            .collect()
+    }
+
+    /// The body as headerless numeric CSV: one row per non-empty line.
+    pub fn csv_rows(&self) -> Result<Vec<Vec<f32>>> {
+        self.text()?
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| {
+                line.split(',')
+                    .enumerate()
+                    .map(|(j, cell)| {
+                        cell.trim().parse::<f32>().map_err(|_| {
+                            Error::bad_input(format!(
+                                "row {}, column {}: `{}` is not a number",
+                                i + 1,
+                                j + 1,
+                                cell.trim()
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// One invocation's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The response's `Content-Type`.
+    pub content_type: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A response of any content type.
+    pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
+        Response {
+            content_type: content_type.to_owned(),
+            body,
+        }
+    }
+
+    /// One JSON document.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let body = serde_json::to_vec(value).map_err(Error::failed)?;
+        Ok(Response::bytes(JSON, body))
+    }
+
+    /// One JSON document per item, newline-terminated.
+    pub fn json_lines<T: Serialize>(items: impl IntoIterator<Item = T>) -> Result<Self> {
+        let mut body = Vec::new();
+        for item in items {
+            serde_json::to_writer(&mut body, &item).map_err(Error::failed)?;
+            body.push(b'\n');
+        }
+        Ok(Response::bytes(JSON_LINES, body))
+    }
+}
+
+impl From<Response> for RawResponse {
+    fn from(r: Response) -> Self {
+        RawResponse {
+            content_type: r.content_type,
+            body: r.body,
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Typed tensors over wasi-nn's byte buffers. wasi-nn carries every tensor as
+//! little-endian bytes plus an element type; these helpers keep the element
+//! type in Rust's type system so a handler never packs bytes by hand.
+
+use crate::bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
+use crate::error::{Error, Result};
+
+/// A numeric type a tensor can hold.
+pub trait Element: Copy + sealed::Sealed {
+    /// The wasi-nn element type.
+    #[doc(hidden)]
+    const TYPE: TensorType;
+    /// Reads one element from its little-endian bytes.
+    #[doc(hidden)]
+    fn from_le(bytes: &[u8]) -> Self;
+    /// Appends the little-endian bytes of `self`.
+    #[doc(hidden)]
+    fn put_le(self, out: &mut Vec<u8>);
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! element {
+    ($t:ty, $tag:ident) => {
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const TYPE: TensorType = TensorType::$tag;
+            fn from_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("chunk of element size"))
+            }
+            fn put_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+
+element!(f32, Fp32);
+element!(f64, Fp64);
+element!(u8, U8);
+element!(i32, I32);
+element!(i64, I64);
+
+/// An input tensor, ready to pass to [`crate::Model::run`].
+#[derive(Debug)]
+pub struct Tensor(pub(crate) NnTensor);
+
+impl Tensor {
+    /// A tensor of the given shape (outermost dimension first) from
+    /// row-major data; the data length must match the shape.
+    pub fn new<T: Element>(shape: &[u32], data: &[T]) -> Result<Self> {
+        let expected: u64 = shape.iter().map(|&d| u64::from(d)).product();
+        if expected != data.len() as u64 {
+            return Err(Error::bad_input(format!(
+                "tensor of shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(data));
+        for &x in data {
+            x.put_le(&mut bytes);
+        }
+        Ok(Tensor(NnTensor::new(shape, T::TYPE, &bytes)))
+    }
+}
+
+/// An output tensor read back as Rust values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorData<T> {
+    /// Dimensions, outermost first.
+    pub shape: Vec<u32>,
+    /// Row-major values.
+    pub data: Vec<T>,
+}
+
+impl<T: Element> TensorData<T> {
+    pub(crate) fn read(name: &str, tensor: &NnTensor) -> Result<Self> {
+        let ty = tensor.ty();
+        if ty != T::TYPE {
+            return Err(Error::failed(format!(
+                "output `{name}` holds {ty:?}, not {:?}",
+                T::TYPE
+            )));
+        }
+        let bytes = tensor.data();
+        let size = std::mem::size_of::<T>();
+        Ok(TensorData {
+            shape: tensor.dimensions(),
+            data: bytes.chunks_exact(size).map(T::from_le).collect(),
+        })
+    }
+
+    /// The rows of a rank-2 tensor (`[rows, columns]`), or the whole tensor
+    /// as one row for any other rank.
+    pub fn rows(&self) -> std::slice::Chunks<'_, T> {
+        let width = match self.shape.as_slice() {
+            [_, columns] => (*columns as usize).max(1),
+            _ => self.data.len().max(1),
+        };
+        self.data.chunks(width)
+    }
+}

@@ -1,0 +1,266 @@
+//! Loaded graphs and the per-function set of them.
+//!
+//! `ort`'s `Session::run` takes `&mut self`, so one session serves one call
+//! at a time. A graph keeps a small pool of sessions (sized by the caller
+//! from the function's concurrency) and hands each call the first free one;
+//! a call that finds none waits on the next in turn.
+
+use super::{ElementType, NnError, Tensor};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How ONNX Runtime sessions are built for a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphOptions {
+    /// Intra-op threads per session (the CPU share of the memory tier).
+    pub threads: usize,
+    /// Sessions per graph: how many calls may run on one graph at once.
+    pub sessions: usize,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        GraphOptions {
+            threads: 1,
+            sessions: 1,
+        }
+    }
+}
+
+/// One input or output of a graph: its name, element type and shape
+/// (`None` for a dynamic dimension).
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    ty: Option<ElementType>,
+    shape: Vec<Option<u32>>,
+}
+
+impl Slot {
+    fn describe(&self) -> String {
+        let dims: Vec<String> = self
+            .shape
+            .iter()
+            .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+            .collect();
+        let ty = self
+            .ty
+            .map_or_else(|| "unsupported type".to_owned(), |t| format!("{t:?}"));
+        format!("`{}` {ty} [{}]", self.name, dims.join(", "))
+    }
+
+    fn accepts(&self, t: &Tensor) -> bool {
+        self.ty == Some(t.ty)
+            && self.shape.len() == t.dims.len()
+            && self
+                .shape
+                .iter()
+                .zip(&t.dims)
+                .all(|(want, got)| want.is_none_or(|w| w == *got))
+    }
+}
+
+/// A model loaded in ONNX Runtime, shared by every instance of a function.
+pub struct Graph {
+    name: String,
+    inputs: Vec<Slot>,
+    sessions: Vec<Mutex<Session>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("name", &self.name)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
+    match ty {
+        ort::value::ValueType::Tensor { ty, shape, .. } => Slot {
+            name: name.to_owned(),
+            ty: ElementType::from_ort(*ty),
+            shape: shape.iter().map(|&d| u32::try_from(d).ok()).collect(),
+        },
+        _ => Slot {
+            name: name.to_owned(),
+            ty: None,
+            shape: Vec::new(),
+        },
+    }
+}
+
+impl Graph {
+    /// Loads `path` as the graph `name`.
+    pub fn load(name: &str, path: &Path, options: GraphOptions) -> Result<Self, NnError> {
+        super::init()?;
+        let load_error = |e: ort::Error| NnError::Load {
+            name: name.to_owned(),
+            message: e.to_string(),
+        };
+        let sessions = (0..options.sessions.max(1))
+            .map(|_| {
+                Session::builder()
+                    .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
+                    .and_then(|b| b.with_intra_threads(options.threads.max(1)))
+                    .and_then(|b| b.commit_from_file(path))
+                    .map(Mutex::new)
+                    .map_err(load_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = sessions[0].lock().expect("fresh mutex");
+        let inputs = first
+            .inputs
+            .iter()
+            .map(|i| slot(&i.name, &i.input_type))
+            .collect();
+        drop(first);
+        Ok(Graph {
+            name: name.to_owned(),
+            inputs,
+            sessions,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The graph's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the graph: every declared input must be given once, with its
+    /// element type and a shape that matches; returns all outputs by name.
+    pub fn run(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, NnError> {
+        self.check(&inputs)?;
+        let values = inputs
+            .iter()
+            .map(|(name, t)| {
+                t.to_ort().map(|v| {
+                    (
+                        Cow::Borrowed(name.as_str()),
+                        SessionInputValue::from(v.into_dyn()),
+                    )
+                })
+            })
+            .collect::<ort::Result<Vec<_>>>()
+            .map_err(|e| self.run_error(e.to_string()))?;
+        let mut session = self.session();
+        let outputs = session
+            .run(values)
+            .map_err(|e| self.run_error(e.to_string()))?;
+        outputs
+            .iter()
+            .map(|(name, value)| Tensor::from_ort(&value).map(|t| (name.to_owned(), t)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|m| self.run_error(m))
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        (0..n)
+            .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.sessions[start % n]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
+    }
+
+    fn run_error(&self, message: String) -> NnError {
+        NnError::Run {
+            graph: self.name.clone(),
+            message,
+        }
+    }
+
+    fn invalid(&self, message: String) -> NnError {
+        NnError::InvalidInput {
+            graph: self.name.clone(),
+            message,
+        }
+    }
+
+    fn check(&self, inputs: &[(String, Tensor)]) -> Result<(), NnError> {
+        for (name, tensor) in inputs {
+            let Some(slot) = self.inputs.iter().find(|s| &s.name == name) else {
+                let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+                return Err(self.invalid(format!(
+                    "no input `{name}`; inputs are {}",
+                    names.join(", ")
+                )));
+            };
+            if tensor.data.len() as u64 != tensor.expected_bytes() {
+                return Err(self.invalid(format!(
+                    "input `{name}`: {:?} {:?} needs {} bytes, got {}",
+                    tensor.ty,
+                    tensor.dims,
+                    tensor.expected_bytes(),
+                    tensor.data.len()
+                )));
+            }
+            if !slot.accepts(tensor) {
+                return Err(self.invalid(format!(
+                    "input {} does not accept {:?} {:?}",
+                    slot.describe(),
+                    tensor.ty,
+                    tensor.dims
+                )));
+            }
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|s| !inputs.iter().any(|(n, _)| n == &s.name))
+        {
+            return Err(self.invalid(format!("missing input {}", missing.describe())));
+        }
+        Ok(())
+    }
+}
+
+/// The graphs of one function, by name.
+#[derive(Debug, Default)]
+pub struct Graphs(HashMap<String, Arc<Graph>>);
+
+impl Graphs {
+    /// Loads every `*.onnx` directly inside `dir`, named by file stem.
+    pub fn load_dir(dir: &Path, options: GraphOptions) -> Result<Self, NnError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| NnError::Load {
+            name: dir.display().to_string(),
+            message: format!("cannot read artifact folder: {e}"),
+        })?;
+        let mut graphs = HashMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "onnx") && path.is_file() {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let graph = Graph::load(&name, &path, options)?;
+                graphs.insert(name, Arc::new(graph));
+            }
+        }
+        Ok(Graphs(graphs))
+    }
+
+    /// The graph called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Graph>> {
+        self.0.get(name)
+    }
+
+    /// Graph names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}

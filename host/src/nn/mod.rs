@@ -1,0 +1,50 @@
+//! ONNX Runtime behind a small, typed surface: the only module that names
+//! `ort`.
+//!
+//! Contract: [`Graphs::load_dir`] loads every `*.onnx` in a function's
+//! artifact folder once, as a graph named by the file stem; [`Graph::run`]
+//! checks inputs against the graph's signature (names, element types,
+//! shapes) before ONNX Runtime sees them, so a wrong input is an
+//! [`NnError::InvalidInput`] naming what was expected, never a panic. Graphs
+//! are shared (`Arc`) by every instance of a function and are safe to run
+//! from several threads at once.
+
+mod graph;
+mod library;
+mod tensor;
+
+pub use graph::{Graph, GraphOptions, Graphs};
+pub use library::{init, library_path};
+pub use tensor::{ElementType, Tensor};
+
+/// Why a graph could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime library: {0}")]
+    Library(String),
+    /// A model file could not be read or ONNX Runtime refused it.
+    #[error("model `{name}`: {message}")]
+    Load {
+        /// The graph name (file stem).
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The inputs do not match the graph's signature.
+    #[error("graph `{graph}`: {message}")]
+    InvalidInput {
+        /// The graph name.
+        graph: String,
+        /// What was expected and what arrived.
+        message: String,
+    },
+    /// ONNX Runtime failed while running the graph.
+    #[error("graph `{graph}` failed: {message}")]
+    Run {
+        /// The graph name.
+        graph: String,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+}

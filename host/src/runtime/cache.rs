@@ -1,0 +1,124 @@
+//! Precompiled components on disk, so a restart or a second `nimbus run`
+//! never recompiles. An entry is keyed by everything its snapshot depends
+//! on: the handler's bytes, the artifacts `init` may have read, the
+//! environment, and the engine's compatibility hash (wasmtime version and
+//! settings). Entries are written to a temporary file and renamed into
+//! place, so a crash never leaves a torn entry; loading maps the file.
+
+use super::LoadError;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// A folder of precompiled components.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: PathBuf,
+}
+
+impl ComponentCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ComponentCache { dir: dir.into() }
+    }
+
+    /// The user's default cache: `$NIMBUS_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/nimbus`, else `~/.cache/nimbus`.
+    pub fn user_default() -> Self {
+        let dir = std::env::var_os("NIMBUS_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .unwrap_or_else(std::env::temp_dir)
+                    .join("nimbus")
+            });
+        ComponentCache::new(dir)
+    }
+
+    /// The key of a snapshot of `wasm` over artifacts with digest
+    /// `artifacts` and environment `env`, on `engine`.
+    pub fn key(engine: &Engine, wasm: &[u8], artifacts: &str, env: &[(String, String)]) -> String {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut compat);
+        let mut h = Sha256::new();
+        h.update(Sha256::digest(wasm));
+        h.update(artifacts.as_bytes());
+        for (k, v) in env {
+            h.update(format!("{}={}\0", k.len(), k).as_bytes());
+            h.update(format!("{}={}\0", v.len(), v).as_bytes());
+        }
+        h.update(compat.finish().to_le_bytes());
+        hex::encode(h.finalize())
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.cwasm"))
+    }
+
+    /// The cached component under `key`, if any.
+    pub fn load(&self, engine: &Engine, key: &str) -> Option<Component> {
+        let path = self.path(key);
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: only this cache writes these files, each one the output of
+        // `Engine::precompile_component` for an engine with the same
+        // compatibility hash (part of the key), renamed into place whole.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e}");
+                None
+            }
+        }
+    }
+
+    /// Precompiles `wasm`, stores it under `key` and loads it back mapped.
+    pub fn store(&self, engine: &Engine, key: &str, wasm: &[u8]) -> Result<Component, LoadError> {
+        let bytes = engine
+            .precompile_component(wasm)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let io = |e: std::io::Error| {
+            LoadError::Internal(format!("component cache {}: {e}", self.dir.display()))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let path = self.path(key);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.load(engine, key)
+            .ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
+    }
+}
+
+/// A digest of every file under `dir` (relative names and contents).
+pub fn digest_dir(dir: &Path) -> std::io::Result<String> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for rel in files {
+        let bytes = std::fs::read(dir.join(&rel))?;
+        h.update(rel.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_path_buf());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! A deployed function made ready to serve: its graphs loaded, its handler
+//! snapshotted and precompiled, and an `InstancePre` that stamps out one
+//! fresh instance per request.
+//!
+//! Contract: loading does all the slow work (ONNX Runtime sessions, `init`,
+//! compilation, the first instantiation that sets up the memory image), so
+//! that a request pays only for a new store and a pooled instantiation.
+
+use super::bindings::HandlerPre;
+use super::cache::{ComponentCache, digest_dir};
+use super::engine::Runtime;
+use super::instance::Instance;
+use super::limits::MemoryTier;
+use super::state::State;
+use super::state::StoreSpec;
+use super::{InvokeError, LoadError, Request, Response, snapshot};
+use crate::nn::{GraphOptions, Graphs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a function runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// Memory tier: caps guest memory and sets the CPU share.
+    pub memory: MemoryTier,
+    /// Longest a request may run.
+    pub timeout: Duration,
+    /// Environment variables the handler sees.
+    pub env: Vec<(String, String)>,
+    /// ONNX Runtime sessions per graph (calls that may run at once).
+    pub sessions: usize,
+}
+
+impl Default for FunctionSpec {
+    fn default() -> Self {
+        FunctionSpec {
+            memory: MemoryTier::DEFAULT,
+            timeout: Duration::from_secs(60),
+            env: Vec::new(),
+            sessions: 1,
+        }
+    }
+}
+
+/// A function ready to serve requests.
+pub struct Function {
+    pub(crate) name: String,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) pre: HandlerPre<State>,
+    pub(crate) graphs: Arc<Graphs>,
+    pub(crate) spec: FunctionSpec,
+    pub(crate) artifacts: PathBuf,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl Function {
+    /// Loads a handler with its artifact folder: graphs, snapshot (or the
+    /// cached precompiled one), instance template, first instantiation.
+    pub async fn load(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        wasm: &[u8],
+        artifacts: &Path,
+        spec: FunctionSpec,
+        cache: &ComponentCache,
+    ) -> Result<Self, LoadError> {
+        let dir = artifacts.to_path_buf();
+        let options = GraphOptions {
+            threads: spec.memory.threads(),
+            sessions: spec.sessions,
+        };
+        let (graphs, digest) = tokio::task::spawn_blocking(move || {
+            let digest = digest_dir(&dir)
+                .map_err(|e| LoadError::Artifacts(format!("{}: {e}", dir.display())))?;
+            Ok::<_, LoadError>((Graphs::load_dir(&dir, options)?, digest))
+        })
+        .await
+        .map_err(|e| LoadError::Internal(e.to_string()))??;
+        let graphs = Arc::new(graphs);
+        let store_spec = StoreSpec {
+            artifacts,
+            env: &spec.env,
+            graphs: &graphs,
+            memory: spec.memory,
+        };
+        let key = ComponentCache::key(&runtime.engine, wasm, &digest, &spec.env);
+        let component = match cache.load(&runtime.engine, &key) {
+            Some(component) => component,
+            None => {
+                let snapshot = snapshot::snapshot(runtime, name, wasm, &store_spec).await?;
+                cache.store(&runtime.engine, &key, &snapshot)?
+            }
+        };
+        let pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        let pre = HandlerPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        let function = Function {
+            name: name.to_owned(),
+            runtime: runtime.clone(),
+            pre,
+            graphs,
+            spec,
+            artifacts: artifacts.to_path_buf(),
+        };
+        drop(
+            function
+                .instance()
+                .map_err(|e| LoadError::Internal(e.to_string()))?,
+        );
+        Ok(function)
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The function's spec.
+    pub fn spec(&self) -> &FunctionSpec {
+        &self.spec
+    }
+
+    /// A fresh instance from the snapshot, ready for one request.
+    pub fn instance(&self) -> Result<Instance<'_>, InvokeError> {
+        Instance::new(self)
+    }
+
+    /// Serves one request in a fresh instance. Blocks: call it from a
+    /// blocking thread.
+    pub fn invoke(&self, request: &Request) -> Result<Response, InvokeError> {
+        self.instance()?.handle(request)
+    }
+}

@@ -1,0 +1,90 @@
+//! Pre-initialization: run the handler's `init` once, then snapshot the
+//! instance with wizer so every request starts from initialized memory.
+//!
+//! The snapshot keeps linear memory and globals, not host resources; the
+//! guest SDK drops its wasi-nn handles and wasi-libc's preopen cache at the
+//! end of `init` so nothing dangles. What can go wrong here is what a
+//! deploy reports: not a component, not a handler (exports or imports do
+//! not fit the world), or `init` returning an error or trapping.
+
+use super::LoadError;
+use super::engine::{Runtime, ticks};
+use super::state::{State, StoreSpec};
+use std::time::Duration;
+use wasmtime::Store;
+use wasmtime::component::Val;
+use wasmtime_wizer::Wizer;
+
+/// How long `init` may run.
+const INIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Checks the binary header: a component, not a core module or junk.
+pub(crate) fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
+    match wasm.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadError::Invalid(
+            "this is a core Wasm module, not a component: build with `cargo build --target wasm32-wasip2`".into(),
+        )),
+        _ => Err(LoadError::Invalid("not a WebAssembly binary (bad magic number)".into())),
+    }
+}
+
+/// Runs `init` and returns the snapshot component's bytes.
+pub(crate) async fn snapshot(
+    rt: &Runtime,
+    function: &str,
+    wasm: &[u8],
+    spec: &StoreSpec<'_>,
+) -> Result<Vec<u8>, LoadError> {
+    check_header(wasm)?;
+    let mut store = Store::new(
+        &rt.engine,
+        State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?,
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+    let linker = &rt.init_linker;
+    let mut link_error = None;
+    let result = Wizer::new()
+        .init_func("init()")
+        .keep_init_func(true)
+        .run_component(&mut store, wasm, async |store, component| {
+            linker
+                .instantiate_async(store, component)
+                .await
+                .inspect_err(|e| link_error = Some(format!("{e:#}")))
+        })
+        .await;
+    let stderr = store.data().flush_logs(function);
+    let (snapshot, results) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            let message = format!("{e:#}");
+            return Err(if let Some(link) = link_error {
+                LoadError::NotAHandler(link)
+            } else if message.contains("export the function `init()`") {
+                LoadError::NotAHandler(
+                    "it exports no `init`: wrap the handler in `nimbus_sdk::export_handler!`"
+                        .into(),
+                )
+            } else if message.contains("initialization function trapped") {
+                LoadError::Init(super::explain_trap(&e, stderr))
+            } else {
+                LoadError::Invalid(message)
+            });
+        }
+    };
+    match results.first() {
+        Some(Val::Result(Err(reason))) => {
+            let reason = match reason.as_deref() {
+                Some(Val::String(s)) => s.clone(),
+                _ => "init returned an error".into(),
+            };
+            Err(LoadError::Init(reason))
+        }
+        Some(Val::Result(Ok(_))) => Ok(snapshot),
+        _ => Err(LoadError::NotAHandler(
+            "`init` must have type `func() -> result<_, string>`".into(),
+        )),
+    }
+}

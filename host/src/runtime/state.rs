@@ -1,0 +1,89 @@
+//! What one store (one instance, one request) owns: its WASI context with
+//! `/model` mounted read-only, its resource table, the function's graphs and
+//! its memory limiter. Guest stdout and stderr are captured per store, so
+//! each line reaches the host's log tagged with its function and the tail
+//! of stderr can explain a trap.
+
+use super::limits::{Limiter, MemoryTier};
+use crate::nn::Graphs;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// Most bytes of stdout and of stderr kept from one request.
+const LOG_CAPACITY: usize = 1 << 20;
+
+/// Per-store host state.
+pub struct State {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) graphs: Arc<Graphs>,
+    pub(crate) limiter: Limiter,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+/// What a store is made from: shared by every instance of a function.
+pub(crate) struct StoreSpec<'a> {
+    pub artifacts: &'a Path,
+    pub env: &'a [(String, String)],
+    pub graphs: &'a Arc<Graphs>,
+    pub memory: MemoryTier,
+}
+
+impl State {
+    pub(crate) fn new(spec: &StoreSpec<'_>) -> wasmtime::Result<Self> {
+        let stdout = MemoryOutputPipe::new(LOG_CAPACITY);
+        let stderr = MemoryOutputPipe::new(LOG_CAPACITY);
+        let wasi = WasiCtxBuilder::new()
+            .preopened_dir(spec.artifacts, "/model", FsPerms::ReadOnly)?
+            .envs(spec.env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .build();
+        Ok(State {
+            wasi,
+            table: ResourceTable::new(),
+            graphs: spec.graphs.clone(),
+            limiter: Limiter::new(spec.memory),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Sends captured guest output to the log; returns what stderr says
+    /// about a failure: a Rust panic's message, else its last line.
+    pub(crate) fn flush_logs(&self, function: &str) -> Option<String> {
+        let lines = |bytes: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(bytes)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        for line in lines(&self.stdout.contents()) {
+            tracing::info!(target: "guest", function, "{line}");
+        }
+        let stderr = lines(&self.stderr.contents());
+        for line in &stderr {
+            tracing::warn!(target: "guest", function, "{line}");
+        }
+        let panic = stderr.iter().position(|l| l.contains(" panicked at "));
+        match panic {
+            Some(i) => stderr.get(i + 1).map(|m| format!("panicked: {m}")),
+            None => stderr.last().cloned(),
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

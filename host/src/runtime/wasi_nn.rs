@@ -1,0 +1,192 @@
+//! The wasi-nn host: the guest's graphs, execution contexts and tensors,
+//! served by [`crate::nn`].
+//!
+//! Contract: `load-by-name` finds only the function's own graphs (the
+//! `Arc<Graphs>` in the store); `load` from bytes is refused with
+//! `security`, so a guest can never make the host parse model bytes. Every
+//! guest mistake (unknown graph, wrong input) comes back as a wasi-nn error
+//! whose `data` says what was wrong; traps are reserved for bad handles.
+
+use super::bindings::wasi::nn::{errors, graph, inference, tensor};
+use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType};
+use super::state::State;
+use crate::nn::{ElementType, Graph, NnError, Tensor};
+use std::sync::Arc;
+use wasmtime::component::Resource;
+
+/// A graph the guest holds.
+pub struct GraphHandle(Arc<Graph>);
+
+/// An execution context: a graph ready to `compute`. Sessions live in the
+/// graph, so a context is only a reference to it.
+pub struct ContextHandle(Arc<Graph>);
+
+/// A wasi-nn error the guest can inspect.
+pub struct NnErrorHandle {
+    code: ErrorCode,
+    message: String,
+}
+
+type NnResult<T> = wasmtime::Result<Result<T, Resource<NnErrorHandle>>>;
+
+impl State {
+    fn nn_error<T>(&mut self, code: ErrorCode, message: String) -> NnResult<T> {
+        tracing::debug!(?code, %message, "wasi-nn error returned to guest");
+        Ok(Err(self.table.push(NnErrorHandle { code, message })?))
+    }
+}
+
+fn to_element(t: TensorType) -> ElementType {
+    match t {
+        TensorType::Fp16 => ElementType::F16,
+        TensorType::Fp32 => ElementType::F32,
+        TensorType::Fp64 => ElementType::F64,
+        TensorType::Bf16 => ElementType::BF16,
+        TensorType::U8 => ElementType::U8,
+        TensorType::I32 => ElementType::I32,
+        TensorType::I64 => ElementType::I64,
+    }
+}
+
+fn to_wit(t: ElementType) -> TensorType {
+    match t {
+        ElementType::F16 => TensorType::Fp16,
+        ElementType::F32 => TensorType::Fp32,
+        ElementType::F64 => TensorType::Fp64,
+        ElementType::BF16 => TensorType::Bf16,
+        ElementType::U8 => TensorType::U8,
+        ElementType::I32 => TensorType::I32,
+        ElementType::I64 => TensorType::I64,
+    }
+}
+
+impl graph::Host for State {
+    fn load(
+        &mut self,
+        _: Vec<Vec<u8>>,
+        _: GraphEncoding,
+        _: ExecutionTarget,
+    ) -> NnResult<Resource<GraphHandle>> {
+        self.nn_error(
+            ErrorCode::Security,
+            "loading a model from bytes is disabled: ship NAME.onnx in the function's artifacts and use load-by-name"
+                .into(),
+        )
+    }
+
+    fn load_by_name(&mut self, name: String) -> NnResult<Resource<GraphHandle>> {
+        match self.graphs.get(&name) {
+            Some(g) => {
+                let handle = GraphHandle(g.clone());
+                Ok(Ok(self.table.push(handle)?))
+            }
+            None => {
+                let known = self.graphs.names().join(", ");
+                self.nn_error(
+                    ErrorCode::NotFound,
+                    format!("no graph `{name}`; this function has: {known}"),
+                )
+            }
+        }
+    }
+}
+
+impl graph::HostGraph for State {
+    fn init_execution_context(
+        &mut self,
+        graph: Resource<GraphHandle>,
+    ) -> NnResult<Resource<ContextHandle>> {
+        let graph = self.table.get(&graph)?.0.clone();
+        Ok(Ok(self.table.push(ContextHandle(graph))?))
+    }
+
+    fn drop(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for State {}
+
+impl inference::HostGraphExecutionContext for State {
+    fn compute(
+        &mut self,
+        context: Resource<ContextHandle>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
+        let graph = self.table.get(&context)?.0.clone();
+        let inputs = inputs
+            .into_iter()
+            .map(|(name, t)| Ok((name, self.table.delete(t)?)))
+            .collect::<wasmtime::Result<Vec<_>>>()?;
+        match graph.run(inputs) {
+            Ok(outputs) => {
+                let outputs = outputs
+                    .into_iter()
+                    .map(|(name, t)| Ok((name, self.table.push(t)?)))
+                    .collect::<wasmtime::Result<Vec<_>>>()?;
+                Ok(Ok(outputs))
+            }
+            Err(e @ NnError::InvalidInput { .. }) => {
+                self.nn_error(ErrorCode::InvalidArgument, e.to_string())
+            }
+            Err(e) => self.nn_error(ErrorCode::RuntimeError, e.to_string()),
+        }
+    }
+
+    fn drop(&mut self, context: Resource<ContextHandle>) -> wasmtime::Result<()> {
+        self.table.delete(context)?;
+        Ok(())
+    }
+}
+
+impl tensor::Host for State {}
+
+impl tensor::HostTensor for State {
+    fn new(
+        &mut self,
+        dims: Vec<u32>,
+        ty: TensorType,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Resource<Tensor>> {
+        Ok(self.table.push(Tensor {
+            dims,
+            ty: to_element(ty),
+            data,
+        })?)
+    }
+
+    fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&t)?.dims.clone())
+    }
+
+    fn ty(&mut self, t: Resource<Tensor>) -> wasmtime::Result<TensorType> {
+        Ok(to_wit(self.table.get(&t)?.ty))
+    }
+
+    fn data(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&t)?.data.clone())
+    }
+
+    fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}
+
+impl errors::Host for State {}
+
+impl errors::HostError for State {
+    fn code(&mut self, e: Resource<NnErrorHandle>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&e)?.code)
+    }
+
+    fn data(&mut self, e: Resource<NnErrorHandle>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&e)?.message.clone())
+    }
+
+    fn drop(&mut self, e: Resource<NnErrorHandle>) -> wasmtime::Result<()> {
+        self.table.delete(e)?;
+        Ok(())
+    }
+}
