@@ -35,7 +35,7 @@ $(MODELS) &: $(VENV)/.ready scripts/make_models.py
 	$(PY) scripts/make_models.py
 
 wasm: toolchain
-	cargo build --release --manifest-path examples/Cargo.toml
+	cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml
 
 host:
 	cargo build --release -p nimbus
@@ -56,7 +56,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo fmt --all --manifest-path examples/Cargo.toml -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
-	cargo clippy --release --manifest-path examples/Cargo.toml -- -D warnings
+	cargo clippy --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -- -D warnings
 
 bench: build
 	cargo bench -p nimbus --bench slice

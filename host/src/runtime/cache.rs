@@ -86,10 +86,9 @@ impl ComponentCache {
             LoadError::Internal(format!("component cache {}: {e}", self.dir.display()))
         };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let path = self.path(key);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
+        tmp.persist(self.path(key)).map_err(|e| io(e.error))?;
         self.load(engine, key)
             .ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
     }

@@ -137,8 +137,17 @@ impl Function {
     }
 
     /// Serves one request in a fresh instance. Blocks: call it from a
-    /// blocking thread.
+    /// blocking thread, or use [`Function::call`] from async code.
     pub fn invoke(&self, request: &Request) -> Result<Response, InvokeError> {
         self.instance()?.handle(request)
+    }
+
+    /// [`Function::invoke`] on tokio's blocking pool (guest code and ONNX
+    /// Runtime must not stall the async workers).
+    pub async fn call(self: &Arc<Self>, request: Request) -> Result<Response, InvokeError> {
+        let function = self.clone();
+        tokio::task::spawn_blocking(move || function.invoke(&request))
+            .await
+            .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
     }
 }

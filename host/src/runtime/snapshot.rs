@@ -38,11 +38,12 @@ pub(crate) async fn snapshot(
 ) -> Result<Vec<u8>, LoadError> {
     check_header(wasm)?;
     let mut store = Store::new(
-        &rt.engine,
+        &rt.init_engine,
         State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?,
     );
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+
     let linker = &rt.init_linker;
     let mut link_error = None;
     let result = Wizer::new()

@@ -2,7 +2,9 @@
 //! `echo` answers the body back; `loop` never returns; `alloc:MB` keeps
 //! MB megabytes live; `trap` panics; `graph:NAME` runs a graph that may not
 //! exist; `shape` feeds the `digits` graph a tensor of the wrong shape;
-//! `count` returns how many requests this instance has seen (isolation).
+//! `count` returns how many requests this instance has seen (isolation);
+//! `env:KEY` returns an environment variable; `bytes` asks wasi-nn to load a
+//! model from bytes, which the host must refuse.
 
 use nimbus_sdk::{Error, Handler, Model, Request, Response, Result, Tensor};
 use std::cell::Cell;
@@ -38,6 +40,14 @@ impl Handler for Hostile {
                     "text/plain",
                     block.len().to_string().into_bytes(),
                 ))
+            }
+            ("env", key) => Ok(Response::bytes("text/plain", std::env::var(key).unwrap_or_default().into_bytes())),
+            ("bytes", _) => {
+                use nimbus_sdk::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding, load};
+                match load(&[b"not a model".to_vec()], GraphEncoding::Onnx, ExecutionTarget::Cpu) {
+                    Ok(_) => Ok(Response::bytes("text/plain", b"loaded from bytes".to_vec())),
+                    Err(e) => Err(Error::failed(format!("{:?}: {}", e.code(), e.data()))),
+                }
             }
             ("trap", _) => panic!("hostile guest asked to trap"),
             ("graph", name) => {
