@@ -37,8 +37,9 @@ $(MODELS) &: $(VENV)/.ready scripts/make_models.py
 wasm: toolchain
 	cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml
 
+# The whole workspace at once, so tests and benches reuse the same build.
 host:
-	cargo build --release -p nimbus
+	cargo build --release --workspace
 
 run: build
 	@for ex in digits sentiment; do \
@@ -59,4 +60,4 @@ lint:
 	cargo clippy --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -- -D warnings
 
 bench: build
-	cargo bench -p nimbus --bench slice
+	target/release/slice

@@ -15,7 +15,7 @@ async fn digits_classifies_bundled_images() {
     let f = load("digits", "digits", FunctionSpec::default()).await;
     let csv =
         std::fs::read_to_string(nimbus_tests::root().join("examples/digits/sample.csv")).unwrap();
-    let r = f.call(request("text/csv", &csv)).await.unwrap();
+    let r = f.call(request("text/csv", &csv)).await.unwrap().response;
     assert_eq!(r.content_type, "application/json");
     let labels: Vec<String> = body(&r)
         .split("\"predicted_label\":")
@@ -32,7 +32,7 @@ async fn digits_answers_json_lines_when_asked() {
         std::fs::read_to_string(nimbus_tests::root().join("examples/digits/sample.csv")).unwrap();
     let mut req = request("text/csv", &csv);
     req.accept = "application/jsonlines".into();
-    let r = f.call(req).await.unwrap();
+    let r = f.call(req).await.unwrap().response;
     assert_eq!(r.content_type, "application/jsonlines");
     assert_eq!(body(&r).lines().count(), 5);
 }
@@ -59,7 +59,7 @@ async fn sentiment_negotiates_content_types() {
     let one = r#"{"features": ["I love this product!"]}"#;
     let mut req = request("application/json", one);
     req.accept = "application/json".into();
-    let r = f.call(req).await.unwrap();
+    let r = f.call(req).await.unwrap().response;
     assert_eq!(r.content_type, "application/json");
     assert!(
         body(&r).starts_with("[{\"predicted_label\":1"),
@@ -186,7 +186,11 @@ async fn memory_over_the_tier_is_stopped_and_the_function_survives() {
         ..FunctionSpec::default()
     };
     let f = load("hostile", "digits", spec).await;
-    let r = f.call(request("text/plain", "alloc:256")).await.unwrap();
+    let r = f
+        .call(request("text/plain", "alloc:256"))
+        .await
+        .unwrap()
+        .response;
     assert_eq!(body(&r), (256 << 20).to_string());
     let err = f
         .call(request("text/plain", "alloc:1500"))

@@ -1,9 +1,13 @@
 //! Nimbus: serverless ML inference with WebAssembly handlers.
 //!
-//! The flow of one request, one module each: `runtime` (Wasm components,
-//! snapshots, instances and their limits, the wasi-nn host) over `nn`
-//! (ONNX Runtime). `cli` is the command line on top.
+//! The flow of one request, one module each: `api` (HTTP) -> `registry`
+//! (name -> live function) -> `runtime` (Wasm components, snapshots,
+//! instances and their limits, the wasi-nn host) -> `nn` (ONNX Runtime).
+//! `store` keeps records and blobs on disk; `cli` is the command line.
 
+pub mod api;
 pub mod cli;
 pub mod nn;
+pub mod registry;
 pub mod runtime;
+pub mod store;

@@ -14,7 +14,10 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<nimbus::cli::ClientError>() {
+                Some(c) => std::process::ExitCode::from(c.exit as u8),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -1,6 +1,13 @@
-//! The `nimbus` command line.
+//! The `nimbus` command line: `run` and `serve` use the runtime directly;
+//! the other commands are HTTP clients of a server.
 
+mod client;
+mod deploy;
+mod manage;
 mod run;
+mod serve;
+
+pub use client::{ClientError, Exit};
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +23,18 @@ pub struct Cli {
 enum Command {
     /// Run one request through a handler locally and print the response body.
     Run(run::RunArgs),
+    /// Serve functions over HTTP.
+    Serve(serve::ServeArgs),
+    /// Create or update a function on a server.
+    Deploy(deploy::DeployArgs),
+    /// Invoke a function and print the response body.
+    Invoke(manage::InvokeArgs),
+    /// List functions.
+    List(manage::ListArgs),
+    /// Show a function's configuration, artifacts and counters.
+    Describe(manage::NameArgs),
+    /// Delete a function.
+    Delete(manage::NameArgs),
 }
 
 impl Cli {
@@ -23,8 +42,19 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => run::run(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Deploy(args) => blocking(move || deploy::deploy(args)).await,
+            Command::Invoke(args) => blocking(move || manage::invoke(args)).await,
+            Command::List(args) => blocking(move || manage::list(args)).await,
+            Command::Describe(args) => blocking(move || manage::describe(args)).await,
+            Command::Delete(args) => blocking(move || manage::delete(args)).await,
         }
     }
+}
+
+/// Client commands block on HTTP (ureq); keep them off the async workers.
+async fn blocking(f: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(f).await?
 }
 
 /// `--data TEXT` or `--data @FILE` (`@-` reads stdin).

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         accept: args.accept,
         body: super::read_data(&args.data)?,
     };
-    let response = std::sync::Arc::new(function).call(request).await?;
+    let response = std::sync::Arc::new(function).call(request).await?.response;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&response.body)?;
     if !response.body.ends_with(b"\n") {

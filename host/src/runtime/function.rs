@@ -17,7 +17,7 @@ use super::{InvokeError, LoadError, Request, Response, snapshot};
 use crate::nn::{GraphOptions, Graphs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How a function runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,11 +143,32 @@ impl Function {
     }
 
     /// [`Function::invoke`] on tokio's blocking pool (guest code and ONNX
-    /// Runtime must not stall the async workers).
-    pub async fn call(self: &Arc<Self>, request: Request) -> Result<Response, InvokeError> {
+    /// Runtime must not stall the async workers), with its timings.
+    pub async fn call(self: &Arc<Self>, request: Request) -> Result<Invoked, InvokeError> {
         let function = self.clone();
-        tokio::task::spawn_blocking(move || function.invoke(&request))
-            .await
-            .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let instance = function.instance()?;
+            let instantiate = start.elapsed();
+            let response = instance.handle(&request)?;
+            Ok(Invoked {
+                response,
+                instantiate,
+                handle: start.elapsed() - instantiate,
+            })
+        })
+        .await
+        .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
     }
+}
+
+/// A served request and where its time went.
+#[derive(Debug)]
+pub struct Invoked {
+    /// The handler's response.
+    pub response: Response,
+    /// Making the instance (store + pooled instantiation).
+    pub instantiate: Duration,
+    /// Running the handler, models included.
+    pub handle: Duration,
 }

@@ -21,7 +21,7 @@ mod wasi_nn;
 pub use bindings::{Request, Response};
 pub use cache::{ComponentCache, digest_dir};
 pub use engine::Runtime;
-pub use function::{Function, FunctionSpec};
+pub use function::{Function, FunctionSpec, Invoked};
 pub use instance::Instance;
 pub use limits::{MemoryExceeded, MemoryTier};
 

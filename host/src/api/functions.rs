@@ -1,0 +1,142 @@
+//! Managing functions: blobs up, bundles in, listing, describing, deleting.
+//! A deploy is two steps, like an image registry: the client uploads each
+//! blob it has not uploaded before (`PUT /v1/blobs/{digest}`, idempotent,
+//! verified against its digest), then sends the bundle manifest naming them
+//! (`PUT /v1/functions/{name}`).
+
+use super::App;
+use super::error::ApiError;
+use crate::registry::{Bundle, Deployed, FunctionRecord};
+use crate::store::Digest;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Largest single blob (a model file).
+const BLOB_LIMIT: u64 = 8 << 30;
+
+fn digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::parse(s).map_err(ApiError::bad_request)
+}
+
+pub(super) async fn has_blob(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(d): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.tokens.admin(&headers)?;
+    let d = digest(&d)?;
+    Ok(if app.registry.store().blobs.contains(&d) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+pub(super) async fn put_blob(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(d): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    app.tokens.admin(&headers)?;
+    let d = digest(&d)?;
+    let blobs = &app.registry.store().blobs;
+    let size = match blobs.size(&d) {
+        Some(size) => size,
+        None => {
+            blobs
+                .put_stream(&d, body.into_data_stream(), BLOB_LIMIT)
+                .await?
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "digest": d, "size": size })),
+    ))
+}
+
+/// What `GET /v1/functions/{name}` answers.
+#[derive(Debug, Serialize)]
+pub struct FunctionView {
+    #[serde(flatten)]
+    record: FunctionRecord,
+    state: &'static str,
+    invocations: u64,
+    errors_4xx: u64,
+    errors_5xx: u64,
+}
+
+impl FunctionView {
+    pub(super) fn of(d: &Deployed) -> Self {
+        FunctionView {
+            record: d.record.clone(),
+            state: "active",
+            invocations: d.counters.invocations.load(Ordering::Relaxed),
+            errors_4xx: d.counters.errors_4xx.load(Ordering::Relaxed),
+            errors_5xx: d.counters.errors_5xx.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(super) async fn deploy(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
+    app.tokens.admin(&headers)?;
+    let bundle: Bundle = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
+    let existed = app.registry.get(&name).is_some();
+    let record = app.registry.deploy(&name, bundle).await?;
+    Ok((
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(record),
+    ))
+}
+
+pub(super) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.tokens.admin(&headers)?;
+    let functions: Vec<FunctionView> = app
+        .registry
+        .list()
+        .iter()
+        .map(|d| FunctionView::of(d))
+        .collect();
+    Ok(Json(serde_json::json!({ "functions": functions })))
+}
+
+pub(super) async fn describe(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionView>, ApiError> {
+    app.tokens.admin(&headers)?;
+    let d = app
+        .registry
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(&name))?;
+    Ok(Json(FunctionView::of(&d)))
+}
+
+pub(super) async fn delete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.tokens.admin(&headers)?;
+    app.registry.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

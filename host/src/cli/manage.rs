@@ -1,0 +1,165 @@
+//! `nimbus invoke`, `list`, `describe`, `delete`: thin commands over the
+//! HTTP API, human tables by default and `--json` for scripts.
+
+use super::client::{Client, Connection};
+use std::io::Write;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InvokeArgs {
+    /// The function.
+    name: String,
+    /// The request body: TEXT, @FILE, or @- for stdin.
+    #[arg(long)]
+    data: String,
+    /// The request's Content-Type.
+    #[arg(long, default_value = "application/json")]
+    content_type: String,
+    /// The request's Accept.
+    #[arg(long, default_value = "*/*")]
+    accept: String,
+    #[command(flatten)]
+    connection: Connection,
+    /// Print status, headers and body as JSON instead of the raw body.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
+    let body = super::read_data(&args.data)?;
+    let client = Client::new(&args.connection);
+    let answer = client.post(
+        &format!("/v1/functions/{}/invocations", args.name),
+        &args.content_type,
+        &args.accept,
+        &body,
+    )?;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let header = |n: &str| {
+            answer
+                .headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let out = serde_json::json!({
+            "status": answer.status,
+            "content_type": header("content-type"),
+            "request_id": header(crate::api::REQUEST_ID),
+            "model_latency_us": header(crate::api::MODEL_LATENCY).parse::<u64>().ok(),
+            "overhead_latency_us": header(crate::api::OVERHEAD_LATENCY).parse::<u64>().ok(),
+            "body": String::from_utf8_lossy(&answer.body),
+        });
+        writeln!(stdout, "{out}")?;
+    } else {
+        stdout.write_all(&answer.body)?;
+        if !answer.body.ends_with(b"\n") {
+            writeln!(stdout)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn field<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a serde_json::Value {
+    path.iter().fold(v, |v, k| &v[*k])
+}
+
+pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
+    let answer = Client::new(&args.connection).get("/v1/functions")?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&answer.body));
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    println!(
+        "{:<24} {:>7} {:>8} {:>8} {:>12} {:>6} {:>6}",
+        "NAME", "VERSION", "MEMORY", "MAXCONC", "INVOCATIONS", "4XX", "5XX"
+    );
+    for f in v["functions"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:>7} {:>8} {:>8} {:>12} {:>6} {:>6}",
+            f["name"].as_str().unwrap_or(""),
+            f["version"].to_string(),
+            field(f, &["config", "memory_mb"]).to_string(),
+            field(f, &["config", "max_concurrency"]).to_string(),
+            f["invocations"].to_string(),
+            f["errors_4xx"].to_string(),
+            f["errors_5xx"].to_string()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NameArgs {
+    /// The function.
+    name: String,
+    #[command(flatten)]
+    connection: Connection,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
+    let answer = Client::new(&args.connection).get(&format!("/v1/functions/{}", args.name))?;
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&answer.body));
+        return Ok(());
+    }
+    let f: serde_json::Value = serde_json::from_slice(&answer.body)?;
+    println!("name:             {}", f["name"].as_str().unwrap_or(""));
+    println!("version:          {}", f["version"]);
+    println!("state:            {}", f["state"].as_str().unwrap_or(""));
+    for (label, key) in [
+        ("memory MB", "memory_mb"),
+        ("max concurrency", "max_concurrency"),
+        ("provisioned", "provisioned_concurrency"),
+        ("timeout s", "timeout_s"),
+        ("payload limit", "payload_limit_bytes"),
+    ] {
+        println!("{:<18}{}", format!("{label}:"), field(&f, &["config", key]));
+    }
+    println!(
+        "handler:          {} ({} bytes)",
+        f["wasm"].as_str().unwrap_or(""),
+        f["wasm_size"]
+    );
+    for a in f["artifacts"].as_array().into_iter().flatten() {
+        println!(
+            "artifact:         {} ({} bytes) {}",
+            a["path"].as_str().unwrap_or(""),
+            a["size"],
+            a["digest"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "invocations:      {} (4xx {}, 5xx {})",
+        f["invocations"], f["errors_4xx"], f["errors_5xx"]
+    );
+    println!(
+        "created / updated: {} / {} (unix s)",
+        f["created_at"], f["updated_at"]
+    );
+    Ok(())
+}
+
+pub(crate) fn delete(args: NameArgs) -> anyhow::Result<()> {
+    Client::new(&args.connection).delete(&format!("/v1/functions/{}", args.name))?;
+    if args.json {
+        println!("{}", serde_json::json!({ "deleted": args.name }));
+    } else {
+        println!("deleted `{}`", args.name);
+    }
+    Ok(())
+}

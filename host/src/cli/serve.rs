@@ -1,0 +1,76 @@
+//! `nimbus serve`: the HTTP server over an embedded store.
+
+use crate::api::{self, App, Tokens};
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use anyhow::Context;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NIMBUS_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Where functions, blobs and compiled code are kept.
+    #[arg(long, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
+    data_dir: PathBuf,
+    /// Admin token (deploy, delete, list). Default: generated on first
+    /// start and kept in DATA_DIR/admin-token (mode 0600).
+    #[arg(long, env = "NIMBUS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Require this token (or the admin token) to invoke functions.
+    #[arg(long, env = "NIMBUS_INVOKE_TOKEN", hide_env_values = true)]
+    invoke_token: Option<String>,
+}
+
+/// The admin token: given, stored, or made now and stored.
+fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(token) = given {
+        return Ok(token);
+    }
+    let path = data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token = hex::encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    eprintln!("generated an admin token in {}", path.display());
+    Ok(token)
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.data_dir)
+        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    let tokens = Tokens {
+        admin: admin_token(&args.data_dir, args.admin_token)?,
+        invoke: args.invoke_token,
+    };
+    crate::nn::init()?;
+    let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let registry = Registry::open(Arc::new(store), runtime).await?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    let functions = registry.list().len();
+    tracing::info!(addr = %args.addr, functions, "serving");
+    eprintln!(
+        "nimbus listening on http://{} ({functions} functions)",
+        listener.local_addr()?
+    );
+    api::serve(listener, App::new(registry, tokens)).await?;
+    Ok(())
+}

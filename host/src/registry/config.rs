@@ -1,0 +1,168 @@
+//! A function's serverless configuration, with SageMaker's ranges. Values
+//! arrive from users (JSON or `nimbus.toml`), so every check names the
+//! field, the allowed range and what was sent.
+
+use crate::runtime::FunctionSpec;
+use crate::runtime::limits::{self, MemoryTier};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Largest payload a function may accept (SageMaker Serverless: 6 MB).
+pub const DEFAULT_PAYLOAD_LIMIT: u64 = 6 << 20;
+/// Largest payload limit one may configure.
+pub const MAX_PAYLOAD_LIMIT: u64 = 64 << 20;
+
+/// A function's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionConfig {
+    /// Memory tier in MB: 1024..6144 in steps of 1024.
+    pub memory_mb: u32,
+    /// Most requests served at once: 1..200.
+    pub max_concurrency: u32,
+    /// Instances kept ready at all times: 0..max_concurrency.
+    pub provisioned_concurrency: u32,
+    /// Longest a request may run, in seconds: 1..60.
+    pub timeout_s: u64,
+    /// Largest request body, in bytes.
+    pub payload_limit_bytes: u64,
+    /// Environment variables the handler sees.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        FunctionConfig {
+            memory_mb: MemoryTier::DEFAULT.mb(),
+            max_concurrency: 20,
+            provisioned_concurrency: 0,
+            timeout_s: 60,
+            payload_limit_bytes: DEFAULT_PAYLOAD_LIMIT,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl FunctionConfig {
+    /// Checks every field; the error says which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        MemoryTier::new(self.memory_mb).map_err(|e| format!("memory_mb: {e}"))?;
+        limits::timeout(self.timeout_s).map_err(|e| format!("timeout_s: {e}"))?;
+        if !(1..=200).contains(&self.max_concurrency) {
+            return Err(format!(
+                "max_concurrency must be between 1 and 200; got {}",
+                self.max_concurrency
+            ));
+        }
+        if self.provisioned_concurrency > self.max_concurrency {
+            return Err(format!(
+                "provisioned_concurrency ({}) cannot exceed max_concurrency ({})",
+                self.provisioned_concurrency, self.max_concurrency
+            ));
+        }
+        if !(1..=MAX_PAYLOAD_LIMIT).contains(&self.payload_limit_bytes) {
+            return Err(format!(
+                "payload_limit_bytes must be between 1 and {MAX_PAYLOAD_LIMIT}; got {}",
+                self.payload_limit_bytes
+            ));
+        }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(format!("env: `{key}` is not a valid variable name"));
+        }
+        Ok(())
+    }
+
+    /// The runtime's view of this configuration (after [`Self::validate`]).
+    pub fn spec(&self) -> FunctionSpec {
+        FunctionSpec {
+            memory: MemoryTier::new(self.memory_mb).unwrap_or_default(),
+            timeout: Duration::from_secs(self.timeout_s),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            sessions: (self.max_concurrency as usize).min(sessions_cap()),
+        }
+    }
+}
+
+/// ONNX Runtime sessions per graph: more than the host's cores only adds
+/// memory, since each session already uses the tier's threads.
+fn sessions_cap() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Checks a function name: 1-63 letters, digits and hyphens, starting and
+/// ending with a letter or digit (SageMaker's endpoint-name rule).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid function name: use 1-63 letters, digits and hyphens, not starting or ending with a hyphen"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_sagemaker() {
+        for good in ["a", "digits", "my-model-2", &"x".repeat(63)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "a_b", "a.b", "ü", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_ranges_are_checked() {
+        assert!(FunctionConfig::default().validate().is_ok());
+        let bad = [
+            FunctionConfig {
+                memory_mb: 1000,
+                ..Default::default()
+            },
+            FunctionConfig {
+                max_concurrency: 0,
+                ..Default::default()
+            },
+            FunctionConfig {
+                max_concurrency: 201,
+                ..Default::default()
+            },
+            FunctionConfig {
+                provisioned_concurrency: 21,
+                ..Default::default()
+            },
+            FunctionConfig {
+                timeout_s: 0,
+                ..Default::default()
+            },
+            FunctionConfig {
+                timeout_s: 61,
+                ..Default::default()
+            },
+            FunctionConfig {
+                payload_limit_bytes: 0,
+                ..Default::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+    }
+}
