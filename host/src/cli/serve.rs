@@ -26,6 +26,10 @@ pub(crate) struct ServeArgs {
     /// Require this token (or the admin token) to invoke functions.
     #[arg(long, env = "NIMBUS_INVOKE_TOKEN", hide_env_values = true)]
     invoke_token: Option<String>,
+    /// Seconds an unreferenced blob is kept before collection (covers
+    /// uploads of a deploy still in flight).
+    #[arg(long, default_value_t = crate::registry::DEFAULT_BLOB_GRACE.as_secs())]
+    blob_grace: u64,
 }
 
 /// The admin token: given, stored, or made now and stored.
@@ -61,7 +65,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::nn::init()?;
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let registry = Registry::open(Arc::new(store), runtime).await?;
+    let grace = std::time::Duration::from_secs(args.blob_grace);
+    let registry = Registry::open(Arc::new(store), runtime, grace).await?;
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long an unreferenced blob survives, so uploads for a deploy still
-/// in flight are not collected.
-const BLOB_GRACE: Duration = Duration::from_secs(3600);
+/// How long an unreferenced blob survives by default, so uploads for a
+/// deploy still in flight are not collected.
+pub const DEFAULT_BLOB_GRACE: Duration = Duration::from_secs(3600);
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,7 @@ pub struct Registry {
     cache: ComponentCache,
     live: RwLock<HashMap<String, Arc<Deployed>>>,
     deploys: tokio::sync::Mutex<()>,
+    blob_grace: Duration,
 }
 
 fn now() -> u64 {
@@ -84,7 +85,12 @@ fn now() -> u64 {
 impl Registry {
     /// Opens the registry and loads every stored function. A function that
     /// no longer loads is logged and skipped, not fatal.
-    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>) -> Result<Self, RegistryError> {
+    /// Unreferenced blobs younger than `blob_grace` are kept.
+    pub async fn open(
+        store: Arc<Store>,
+        runtime: Arc<Runtime>,
+        blob_grace: Duration,
+    ) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
         let registry = Registry {
             store,
@@ -92,6 +98,7 @@ impl Registry {
             cache,
             live: RwLock::default(),
             deploys: tokio::sync::Mutex::new(()),
+            blob_grace,
         };
         for (name, bytes) in registry.store.records()? {
             let record: FunctionRecord = match serde_json::from_slice(&bytes) {
@@ -254,7 +261,7 @@ impl Registry {
             keep.insert(r.artifacts_digest);
             keep.extend(r.artifacts.into_iter().map(|a| a.digest));
         }
-        match self.store.blobs.retain(&keep, BLOB_GRACE) {
+        match self.store.blobs.retain(&keep, self.blob_grace) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "collected unreferenced blobs"),
             Err(e) => tracing::warn!("blob collection failed: {e}"),

@@ -1,0 +1,204 @@
+//! A real `nimbus serve` process on a loopback port, and the real `nimbus`
+//! CLI to deploy to it. Tests talk HTTP to it with ureq.
+
+use super::root;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nimbus` binary, built by `make build` (`cargo build --workspace`).
+pub fn nimbus_bin() -> PathBuf {
+    let path = root().join("target/release/nimbus");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
+    path
+}
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its admin token.
+    pub token: String,
+    extra: Vec<String>,
+}
+
+/// An HTTP answer.
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: ureq::http::HeaderMap,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Answer {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with extra `serve` flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let token = "test-admin-token".to_owned();
+        let mut child = Command::new(nimbus_bin())
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--admin-token",
+                &token,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("NIMBUS_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nimbus serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                eprintln!("[server] {line}");
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not start listening");
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            token,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Stops the server with SIGKILL and starts it again on the same data.
+    pub fn kill_and_restart(mut self) -> Server {
+        self.kill();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Server::start(&self.data_dir.clone(), &extra)
+    }
+
+    /// SIGKILL, no cleanup (a crash).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Runs the CLI against this server with the admin token.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(nimbus_bin())
+            .args(args)
+            .env("NIMBUS_SERVER", &self.url)
+            .env("NIMBUS_TOKEN", &self.token)
+            .output()
+            .expect("run nimbus")
+    }
+
+    /// `nimbus deploy NAME --wasm <guest> --model-dir <example model>`
+    /// plus `extra` flags; panics with the CLI's stderr on failure.
+    pub fn deploy(&self, name: &str, guest: &str, model: &str, extra: &[&str]) -> Output {
+        let wasm = root().join(format!(
+            "examples/target/wasm32-wasip2/release/{guest}.wasm"
+        ));
+        let model_dir = super::model_dir(model);
+        let mut args = vec![
+            "deploy",
+            name,
+            "--wasm",
+            wasm.to_str().unwrap(),
+            "--model-dir",
+            model_dir.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.status.success(),
+            "deploy {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// An HTTP request; `token` adds a bearer token.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut response = agent
+            .run(req.body(body.to_vec()).expect("request"))
+            .expect("HTTP request");
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Answer {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body,
+        }
+    }
+
+    /// `POST /v1/functions/{name}/invocations` without a token.
+    pub fn invoke(&self, name: &str, content_type: &str, body: &str) -> Answer {
+        self.http(
+            "POST",
+            &format!("/v1/functions/{name}/invocations"),
+            None,
+            &[("content-type", content_type)],
+            body.as_bytes(),
+        )
+    }
+
+    /// Waits until `check` holds or `timeout` passes.
+    pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if check() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
