@@ -1,5 +1,5 @@
 # Nimbus: two commands on a fresh machine.
-#   make run   build everything, then serve the examples
+#   make run   build everything, then serve the examples (nimbus serve)
 #   make test  build everything, then run every test
 # Both rest on `make build`, which prepares all and runs nothing.
 
@@ -42,13 +42,7 @@ host:
 	cargo build --release --workspace
 
 run: build
-	@for ex in digits sentiment; do \
-	  echo "== $$ex"; \
-	done
-	$(NIMBUS) run $(WASM_DIR)/digits.wasm --model-dir examples/digits/model \
-	  --content-type text/csv --data @examples/digits/sample.csv
-	$(NIMBUS) run $(WASM_DIR)/sentiment.wasm --model-dir examples/sentiment/model \
-	  --content-type application/jsonlines --data @examples/sentiment/sample.jsonl
+	scripts/serve-examples.sh
 
 test: build
 	cargo test --release --workspace

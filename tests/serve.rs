@@ -358,3 +358,25 @@ fn unreferenced_blobs_are_collected() {
     assert!(s.cli(&["delete", "b"]).status.success());
     assert_eq!(blobs(&s), 0);
 }
+
+#[test]
+fn deploy_reads_nimbus_toml() {
+    let (_dir, s) = start();
+    let out = std::process::Command::new(nimbus_tests::nimbus_bin())
+        .args(["deploy", "--json"])
+        .current_dir(nimbus_tests::root().join("examples/digits"))
+        .env("NIMBUS_SERVER", &s.url)
+        .env("NIMBUS_TOKEN", &s.token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["name"], "digits");
+    assert_eq!(record["config"]["memory_mb"], 1024);
+    assert_eq!(record["config"]["timeout_s"], 30);
+    assert_eq!(s.invoke("digits", "text/csv", &digits_row()).status, 200);
+}

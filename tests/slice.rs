@@ -2,7 +2,7 @@
 //! real ONNX models, the host library; and every way a handler or its input
 //! can be wrong, each with a clear error and the function still serving.
 
-use nimbus::runtime::{FunctionSpec, InvokeError, LoadError, MemoryTier, Request};
+use nimbus::runtime::{FunctionSpec, InvokeError, LoadError, MemoryTier};
 use nimbus_tests::{cache, load, model_dir, request, runtime, wasm};
 use std::time::Duration;
 
@@ -45,7 +45,8 @@ async fn sentiment_tells_love_from_hate() {
     let r = f
         .call(request("application/jsonlines", input))
         .await
-        .unwrap();
+        .unwrap()
+        .response;
     assert_eq!(r.content_type, "application/jsonlines");
     let lines: Vec<String> = body(&r).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 2, "{}", body(&r));
@@ -205,7 +206,12 @@ async fn memory_over_the_tier_is_stopped_and_the_function_survives() {
         "{err}"
     );
     assert_eq!(
-        body(&f.call(request("text/plain", "echo")).await.unwrap()),
+        body(
+            &f.call(request("text/plain", "echo"))
+                .await
+                .unwrap()
+                .response
+        ),
         "echo"
     );
 }
@@ -219,7 +225,12 @@ async fn a_trap_ends_one_request_only() {
         "{err}"
     );
     assert_eq!(
-        body(&f.call(request("text/plain", "echo")).await.unwrap()),
+        body(
+            &f.call(request("text/plain", "echo"))
+                .await
+                .unwrap()
+                .response
+        ),
         "echo"
     );
 }
@@ -237,7 +248,12 @@ async fn a_loop_times_out_and_the_function_survives() {
         "{err}"
     );
     assert_eq!(
-        body(&f.call(request("text/plain", "echo")).await.unwrap()),
+        body(
+            &f.call(request("text/plain", "echo"))
+                .await
+                .unwrap()
+                .response
+        ),
         "echo"
     );
 }
@@ -247,7 +263,12 @@ async fn every_request_gets_a_fresh_instance() {
     let f = load("hostile", "digits", FunctionSpec::default()).await;
     for _ in 0..3 {
         assert_eq!(
-            body(&f.call(request("text/plain", "count")).await.unwrap()),
+            body(
+                &f.call(request("text/plain", "count"))
+                    .await
+                    .unwrap()
+                    .response
+            ),
             "1"
         );
     }
@@ -261,7 +282,12 @@ async fn environment_reaches_the_handler() {
     };
     let f = load("hostile", "digits", spec).await;
     assert_eq!(
-        body(&f.call(request("text/plain", "env:GREETING")).await.unwrap()),
+        body(
+            &f.call(request("text/plain", "env:GREETING"))
+                .await
+                .unwrap()
+                .response
+        ),
         "hello"
     );
 }

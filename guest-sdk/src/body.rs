@@ -185,3 +185,83 @@ impl From<Response> for RawResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(content_type: &str, accept: &str, body: &str) -> Request {
+        Request::from(RawRequest {
+            content_type: content_type.into(),
+            accept: accept.into(),
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn content_type_parameters_and_case_are_ignored() {
+        let r = request("Text/CSV; charset=utf-8", "", "");
+        assert_eq!(r.expect_content_type(&[JSON, CSV]), Ok(CSV));
+        assert_eq!(
+            request("", "", "").expect_content_type(&[JSON, CSV]),
+            Ok(JSON)
+        );
+        let err = request("image/png", "", "")
+            .expect_content_type(&[CSV])
+            .unwrap_err();
+        assert!(matches!(err, Error::UnsupportedMediaType(m) if m.contains("text/csv")));
+    }
+
+    #[test]
+    fn accept_is_negotiated_in_order() {
+        assert_eq!(request("", "", "").negotiate(&[JSON, JSON_LINES]), Ok(JSON));
+        assert_eq!(
+            request("", "*/*", "").negotiate(&[JSON, JSON_LINES]),
+            Ok(JSON)
+        );
+        assert_eq!(
+            request("", "application/jsonlines, application/json", "")
+                .negotiate(&[JSON, JSON_LINES]),
+            Ok(JSON_LINES)
+        );
+        assert_eq!(
+            request("", "application/*;q=0.5", "").negotiate(&[JSON]),
+            Ok(JSON)
+        );
+        assert!(matches!(
+            request("", "text/html", "").negotiate(&[JSON]),
+            Err(Error::NotAcceptable(_))
+        ));
+    }
+
+    #[test]
+    fn csv_and_json_lines_report_where_they_fail() {
+        assert_eq!(
+            request("", "", "1,2\n\n3, 4\n").csv_rows(),
+            Ok(vec![vec![1.0, 2.0], vec![3.0, 4.0]])
+        );
+        let err = request("", "", "1,2\n3,x").csv_rows().unwrap_err();
+        assert_eq!(
+            err,
+            Error::BadInput("row 2, column 2: `x` is not a number".into())
+        );
+        let lines: Vec<serde_json::Value> = request("", "", "{\"a\":1}\n\n{\"a\":2}\n")
+            .json_lines()
+            .unwrap();
+        assert_eq!(lines.len(), 2);
+        let err = request("", "", "{\"a\":1}\n{oops")
+            .json_lines::<serde_json::Value>()
+            .unwrap_err();
+        assert!(matches!(err, Error::BadInput(m) if m.starts_with("line 2: invalid JSON")));
+    }
+
+    #[test]
+    fn responses_carry_their_content_type() {
+        let r = Response::json_lines([1, 2]).unwrap();
+        assert_eq!(
+            (r.content_type.as_str(), r.body.as_slice()),
+            (JSON_LINES, b"1\n2\n".as_slice())
+        );
+        assert_eq!(Response::json(&[1]).unwrap().content_type, JSON);
+    }
+}

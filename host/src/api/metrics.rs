@@ -8,10 +8,17 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+/// One counter family: name, help, and how to read it from a function.
+type Family = (
+    &'static str,
+    &'static str,
+    fn(&crate::registry::Counters) -> u64,
+);
+
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut out = String::new();
     let functions = app.registry.list();
-    let families: [(&str, &str, fn(&crate::registry::Counters) -> u64); 3] = [
+    let families: [Family; 3] = [
         ("nimbus_invocations_total", "Requests received.", |c| {
             c.invocations.load(Ordering::Relaxed)
         }),

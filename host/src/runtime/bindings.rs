@@ -15,10 +15,10 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use nimbus::function::types::Error as GuestError;
+pub use self::nimbus::function::types::Error as GuestError;
 pub use wasi::nn::errors::ErrorCode;
 pub use wasi::nn::graph::{ExecutionTarget, GraphEncoding};
 pub use wasi::nn::tensor::TensorType;
 
 // The world `use`s its types interface, which makes it an (empty) import.
-impl nimbus::function::types::Host for super::state::State {}
+impl self::nimbus::function::types::Host for super::state::State {}

@@ -39,7 +39,7 @@ impl MemoryTier {
 
     /// A tier of `mb` megabytes, if it is a valid one.
     pub fn new(mb: u32) -> Result<Self, LimitError> {
-        if (Self::MIN..=Self::MAX).contains(&mb) && mb % 1024 == 0 {
+        if (Self::MIN..=Self::MAX).contains(&mb) && mb.is_multiple_of(1024) {
             Ok(MemoryTier(mb))
         } else {
             Err(LimitError::Memory(mb))

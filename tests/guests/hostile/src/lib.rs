@@ -41,10 +41,17 @@ impl Handler for Hostile {
                     block.len().to_string().into_bytes(),
                 ))
             }
-            ("env", key) => Ok(Response::bytes("text/plain", std::env::var(key).unwrap_or_default().into_bytes())),
+            ("env", key) => Ok(Response::bytes(
+                "text/plain",
+                std::env::var(key).unwrap_or_default().into_bytes(),
+            )),
             ("bytes", _) => {
                 use nimbus_sdk::bindings::wasi::nn::graph::{ExecutionTarget, GraphEncoding, load};
-                match load(&[b"not a model".to_vec()], GraphEncoding::Onnx, ExecutionTarget::Cpu) {
+                match load(
+                    &[b"not a model".to_vec()],
+                    GraphEncoding::Onnx,
+                    ExecutionTarget::Cpu,
+                ) {
                     Ok(_) => Ok(Response::bytes("text/plain", b"loaded from bytes".to_vec())),
                     Err(e) => Err(Error::failed(format!("{:?}: {}", e.code(), e.data()))),
                 }
