@@ -34,11 +34,7 @@ fn deploy_invoke_update_delete() {
     assert_eq!(a.header("x-nimbus-function-version"), "1");
     assert_eq!(a.header("x-nimbus-request-id").len(), 24);
     assert!(a.header("x-nimbus-model-latency-us").parse::<u64>().is_ok());
-    assert!(
-        a.header("x-nimbus-overhead-latency-us")
-            .parse::<u64>()
-            .is_ok()
-    );
+    assert!(a.header("x-nimbus-overhead-latency-us").parse::<u64>().is_ok());
 
     // Update: a different handler under the same name.
     s.deploy("fn-1", "hostile", "digits", &["--env", "WHO=v2"]);
@@ -69,43 +65,16 @@ fn deploy_invoke_update_delete() {
 fn every_status_code_from_a_real_request() {
     let (_dir, s) = start();
     s.deploy("digits", "digits", "digits", &["--payload-limit", "1000"]);
-    s.deploy(
-        "hostile",
-        "hostile",
-        "digits",
-        &["--timeout", "1", "--memory", "1024"],
-    );
+    s.deploy("hostile", "hostile", "digits", &["--timeout", "1", "--memory", "1024"]);
 
     let status = |a: nimbus_tests::Answer, code: &str| {
-        assert!(
-            a.body.contains(&format!("\"code\":\"{code}\"")),
-            "{}",
-            a.body
-        );
+        assert!(a.body.contains(&format!("\"code\":\"{code}\"")), "{}", a.body);
         a.status
     };
-    assert_eq!(
-        status(s.invoke("digits", "text/csv", "1,2,x"), "bad_input"),
-        400
-    );
-    assert_eq!(
-        status(s.invoke("nobody", "text/csv", "1"), "not_found"),
-        404
-    );
-    assert_eq!(
-        status(
-            s.invoke("digits", "text/csv", &"1,".repeat(600)),
-            "payload_too_large"
-        ),
-        413
-    );
-    assert_eq!(
-        status(
-            s.invoke("digits", "application/json", "{}"),
-            "unsupported_media_type"
-        ),
-        415
-    );
+    assert_eq!(status(s.invoke("digits", "text/csv", "1,2,x"), "bad_input"), 400);
+    assert_eq!(status(s.invoke("nobody", "text/csv", "1"), "not_found"), 404);
+    assert_eq!(status(s.invoke("digits", "text/csv", &"1,".repeat(600)), "payload_too_large"), 413);
+    assert_eq!(status(s.invoke("digits", "application/json", "{}"), "unsupported_media_type"), 415);
     let a = s.http(
         "POST",
         "/v1/functions/digits/invocations",
@@ -114,33 +83,15 @@ fn every_status_code_from_a_real_request() {
         digits_row().as_bytes(),
     );
     assert_eq!(status(a, "not_acceptable"), 406);
-    assert_eq!(
-        status(s.invoke("hostile", "text/plain", "trap"), "handler_trapped"),
-        500
-    );
-    assert_eq!(
-        status(
-            s.invoke("hostile", "text/plain", "alloc:1500"),
-            "memory_exceeded"
-        ),
-        500
-    );
-    assert_eq!(
-        status(s.invoke("hostile", "text/plain", "loop"), "timeout"),
-        504
-    );
+    assert_eq!(status(s.invoke("hostile", "text/plain", "trap"), "handler_trapped"), 500);
+    assert_eq!(status(s.invoke("hostile", "text/plain", "alloc:1500"), "memory_exceeded"), 500);
+    assert_eq!(status(s.invoke("hostile", "text/plain", "loop"), "timeout"), 504);
     // ... and the function still serves.
     assert_eq!(s.invoke("hostile", "text/plain", "echo").body, "echo");
 
     let metrics = s.http("GET", "/metrics", None, &[], b"").body;
-    assert!(
-        metrics.contains("nimbus_invocation_5xx_errors_total{function=\"hostile\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 4"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("nimbus_invocation_5xx_errors_total{function=\"hostile\"} 3"), "{metrics}");
+    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 4"), "{metrics}");
 }
 
 #[test]
@@ -164,11 +115,7 @@ fn auth_is_required_where_it_should_be() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Bearer"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Bearer"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -179,16 +126,7 @@ fn invoke_token_guards_invocations_when_set() {
     s.deploy("digits", "digits", "digits", &[]);
     assert_eq!(s.invoke("digits", "text/csv", &digits_row()).status, 401);
     let path = "/v1/functions/digits/invocations";
-    let with = |t: &str| {
-        s.http(
-            "POST",
-            path,
-            Some(t),
-            &[("content-type", "text/csv")],
-            digits_row().as_bytes(),
-        )
-        .status
-    };
+    let with = |t: &str| s.http("POST", path, Some(t), &[("content-type", "text/csv")], digits_row().as_bytes()).status;
     assert_eq!(with("let-me-in"), 200);
     assert_eq!(with(&s.token.clone()), 200);
     assert_eq!(with("nope"), 401);
@@ -208,32 +146,13 @@ fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
     let junk = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(junk.path(), b"not wasm at all").unwrap();
     let digits_dir = model_dir("digits");
-    let e = refused(&[
-        "--wasm",
-        junk.path().to_str().unwrap(),
-        "--model-dir",
-        digits_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        e.contains("invalid_component") && e.contains("bad magic"),
-        "{e}"
-    );
+    let e = refused(&["--wasm", junk.path().to_str().unwrap(), "--model-dir", digits_dir.to_str().unwrap()]);
+    assert!(e.contains("invalid_component") && e.contains("bad magic"), "{e}");
     let plain = nimbus_tests::root().join("examples/target/wasm32-wasip2/release/plain.wasm");
-    let e = refused(&[
-        "--wasm",
-        plain.to_str().unwrap(),
-        "--model-dir",
-        digits_dir.to_str().unwrap(),
-    ]);
+    let e = refused(&["--wasm", plain.to_str().unwrap(), "--model-dir", digits_dir.to_str().unwrap()]);
     assert!(e.contains("not_a_handler"), "{e}");
-    let sentiment =
-        nimbus_tests::root().join("examples/target/wasm32-wasip2/release/sentiment.wasm");
-    let e = refused(&[
-        "--wasm",
-        sentiment.to_str().unwrap(),
-        "--model-dir",
-        digits_dir.to_str().unwrap(),
-    ]);
+    let sentiment = nimbus_tests::root().join("examples/target/wasm32-wasip2/release/sentiment.wasm");
+    let e = refused(&["--wasm", sentiment.to_str().unwrap(), "--model-dir", digits_dir.to_str().unwrap()]);
     assert!(e.contains("init_failed"), "{e}");
     let e = s.cli(&[
         "deploy",
@@ -245,17 +164,8 @@ fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
         "--memory",
         "1000",
     ]);
-    assert!(
-        String::from_utf8_lossy(&e.stderr).contains("memory_mb"),
-        "refused before upload"
-    );
-    let a = s.http(
-        "PUT",
-        "/v1/functions/Bad_Name",
-        Some(&s.token),
-        &[],
-        b"{\"wasm\":\"00\"}",
-    );
+    assert!(String::from_utf8_lossy(&e.stderr).contains("memory_mb"), "refused before upload");
+    let a = s.http("PUT", "/v1/functions/Bad_Name", Some(&s.token), &[], b"{\"wasm\":\"00\"}");
     assert_eq!(a.status, 400);
 
     let a = s.invoke("f", "text/csv", &digits_row());
@@ -268,19 +178,11 @@ fn restart_serves_every_function_without_recompiling() {
     let (_dir, s) = start();
     s.deploy("digits", "digits", "digits", &[]);
     s.deploy("sentiment", "sentiment", "sentiment", &[]);
-    let compiled = |s: &Server| {
-        std::fs::read_dir(s.data_dir.join("compiled"))
-            .unwrap()
-            .count()
-    };
+    let compiled = |s: &Server| std::fs::read_dir(s.data_dir.join("compiled")).unwrap().count();
     let before = compiled(&s);
     let s = s.kill_and_restart();
     assert_eq!(compiled(&s), before, "nothing recompiled");
-    let a = s.invoke(
-        "sentiment",
-        "application/jsonlines",
-        "{\"features\": [\"I love this product!\"]}",
-    );
+    let a = s.invoke("sentiment", "application/jsonlines", "{\"features\": [\"I love this product!\"]}");
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("\"predicted_label\":1"), "{}", a.body);
     assert_eq!(s.invoke("digits", "text/csv", &digits_row()).status, 200);
@@ -295,14 +197,7 @@ fn a_crash_mid_deploy_leaves_old_or_new_whole() {
     let wasm = nimbus_tests::root().join("examples/target/wasm32-wasip2/release/sentiment.wasm");
     let model = model_dir("sentiment");
     let deploy = std::process::Command::new(nimbus_tests::nimbus_bin())
-        .args([
-            "deploy",
-            "f",
-            "--wasm",
-            wasm.to_str().unwrap(),
-            "--model-dir",
-            model.to_str().unwrap(),
-        ])
+        .args(["deploy", "f", "--wasm", wasm.to_str().unwrap(), "--model-dir", model.to_str().unwrap()])
         .env("NIMBUS_SERVER", &s.url)
         .env("NIMBUS_TOKEN", &s.token)
         .stdout(std::process::Stdio::null())
@@ -311,10 +206,7 @@ fn a_crash_mid_deploy_leaves_old_or_new_whole() {
         .unwrap();
     // Wait until the big model is uploaded, then crash mid-deploy.
     let blobs = s.data_dir.join("blobs/sha256");
-    assert!(Server::wait_until(
-        Duration::from_secs(60),
-        || std::fs::read_dir(&blobs).unwrap().count() >= 5
-    ));
+    assert!(Server::wait_until(Duration::from_secs(60), || std::fs::read_dir(&blobs).unwrap().count() >= 5));
     std::thread::sleep(Duration::from_millis(300));
     s.kill();
     let mut deploy = deploy;
@@ -325,11 +217,7 @@ fn a_crash_mid_deploy_leaves_old_or_new_whole() {
     match d["version"].as_u64() {
         Some(1) => assert_eq!(s.invoke("f", "text/csv", &digits_row()).status, 200),
         Some(2) => {
-            let a = s.invoke(
-                "f",
-                "application/jsonlines",
-                "{\"features\": [\"I love this product!\"]}",
-            );
+            let a = s.invoke("f", "application/jsonlines", "{\"features\": [\"I love this product!\"]}");
             assert_eq!(a.status, 200, "{}", a.body);
         }
         v => panic!("function is neither old nor new: {v:?} {d}"),
@@ -343,16 +231,8 @@ fn unreferenced_blobs_are_collected() {
     let s = Server::start(dir.path(), &["--blob-grace", "0"]);
     s.deploy("a", "digits", "digits", &[]);
     s.deploy("b", "hostile", "digits", &[]);
-    let blobs = |s: &Server| {
-        std::fs::read_dir(s.data_dir.join("blobs/sha256"))
-            .unwrap()
-            .count()
-    };
-    assert_eq!(
-        blobs(&s),
-        3,
-        "digits.wasm, hostile.wasm, digits.onnx shared"
-    );
+    let blobs = |s: &Server| std::fs::read_dir(s.data_dir.join("blobs/sha256")).unwrap().count();
+    assert_eq!(blobs(&s), 3, "digits.wasm, hostile.wasm, digits.onnx shared");
     assert!(s.cli(&["delete", "a"]).status.success());
     assert_eq!(blobs(&s), 2, "digits.wasm collected, the shared model kept");
     assert!(s.cli(&["delete", "b"]).status.success());
@@ -369,11 +249,7 @@ fn deploy_reads_nimbus_toml() {
         .env("NIMBUS_TOKEN", &s.token)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["name"], "digits");
     assert_eq!(record["config"]["memory_mb"], 1024);

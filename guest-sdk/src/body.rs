@@ -29,11 +29,7 @@ pub struct Request {
 impl From<RawRequest> for Request {
     fn from(r: RawRequest) -> Self {
         let content_type = media_type(&r.content_type).to_ascii_lowercase();
-        Request {
-            content_type,
-            accept: r.accept,
-            body: r.body,
-        }
+        Request { content_type, accept: r.accept, body: r.body }
     }
 }
 
@@ -44,8 +40,7 @@ fn media_type(header: &str) -> &str {
 impl Request {
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str> {
-        std::str::from_utf8(&self.body)
-            .map_err(|e| Error::bad_input(format!("body is not UTF-8: {e}")))
+        std::str::from_utf8(&self.body).map_err(|e| Error::bad_input(format!("body is not UTF-8: {e}")))
     }
 
     /// Fails with [`Error::UnsupportedMediaType`] unless the request's
@@ -55,53 +50,37 @@ impl Request {
         if self.content_type.is_empty() {
             return Ok(supported[0]);
         }
-        supported
-            .iter()
-            .find(|s| s.eq_ignore_ascii_case(&self.content_type))
-            .copied()
-            .ok_or_else(|| {
-                Error::UnsupportedMediaType(format!(
-                    "`{}` is not supported; send one of: {}",
-                    self.content_type,
-                    supported.join(", ")
-                ))
-            })
+        supported.iter().find(|s| s.eq_ignore_ascii_case(&self.content_type)).copied().ok_or_else(|| {
+            Error::UnsupportedMediaType(format!(
+                "`{}` is not supported; send one of: {}",
+                self.content_type,
+                supported.join(", ")
+            ))
+        })
     }
 
     /// Picks the first of `offered` that the request's `Accept` allows
     /// (`*/*`, `type/*` and an empty `Accept` allow anything), or fails with
     /// [`Error::NotAcceptable`].
     pub fn negotiate(&self, offered: &[&'static str]) -> Result<&'static str> {
-        let accepted: Vec<&str> = self
-            .accept
-            .split(',')
-            .map(media_type)
-            .filter(|t| !t.is_empty())
-            .collect();
+        let accepted: Vec<&str> = self.accept.split(',').map(media_type).filter(|t| !t.is_empty()).collect();
         if accepted.is_empty() {
             return Ok(offered[0]);
         }
         for want in &accepted {
             for have in offered {
-                let prefix_match = want
-                    .strip_suffix("/*")
-                    .is_some_and(|p| have.split('/').next() == Some(p));
+                let prefix_match = want.strip_suffix("/*").is_some_and(|p| have.split('/').next() == Some(p));
                 if *want == "*/*" || prefix_match || want.eq_ignore_ascii_case(have) {
                     return Ok(have);
                 }
             }
         }
-        Err(Error::NotAcceptable(format!(
-            "cannot produce `{}`; accept one of: {}",
-            self.accept,
-            offered.join(", ")
-        )))
+        Err(Error::NotAcceptable(format!("cannot produce `{}`; accept one of: {}", self.accept, offered.join(", "))))
     }
 
     /// The body as one JSON value.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Error::bad_input(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| Error::bad_input(format!("invalid JSON body: {e}")))
     }
 
     /// The body as JSON Lines: one value per non-empty line.
@@ -111,8 +90,7 @@ impl Request {
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(i, line)| {
-                serde_json::from_str(line)
-                    .map_err(|e| Error::bad_input(format!("line {}: invalid JSON: {e}", i + 1)))
+                serde_json::from_str(line).map_err(|e| Error::bad_input(format!("line {}: invalid JSON: {e}", i + 1)))
             })
             .collect()
     }
@@ -154,10 +132,7 @@ pub struct Response {
 impl Response {
     /// A response of any content type.
     pub fn bytes(content_type: &str, body: Vec<u8>) -> Self {
-        Response {
-            content_type: content_type.to_owned(),
-            body,
-        }
+        Response { content_type: content_type.to_owned(), body }
     }
 
     /// One JSON document.
@@ -179,10 +154,7 @@ impl Response {
 
 impl From<Response> for RawResponse {
     fn from(r: Response) -> Self {
-        RawResponse {
-            content_type: r.content_type,
-            body: r.body,
-        }
+        RawResponse { content_type: r.content_type, body: r.body }
     }
 }
 
@@ -202,66 +174,38 @@ mod tests {
     fn content_type_parameters_and_case_are_ignored() {
         let r = request("Text/CSV; charset=utf-8", "", "");
         assert_eq!(r.expect_content_type(&[JSON, CSV]), Ok(CSV));
-        assert_eq!(
-            request("", "", "").expect_content_type(&[JSON, CSV]),
-            Ok(JSON)
-        );
-        let err = request("image/png", "", "")
-            .expect_content_type(&[CSV])
-            .unwrap_err();
+        assert_eq!(request("", "", "").expect_content_type(&[JSON, CSV]), Ok(JSON));
+        let err = request("image/png", "", "").expect_content_type(&[CSV]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedMediaType(m) if m.contains("text/csv")));
     }
 
     #[test]
     fn accept_is_negotiated_in_order() {
         assert_eq!(request("", "", "").negotiate(&[JSON, JSON_LINES]), Ok(JSON));
+        assert_eq!(request("", "*/*", "").negotiate(&[JSON, JSON_LINES]), Ok(JSON));
         assert_eq!(
-            request("", "*/*", "").negotiate(&[JSON, JSON_LINES]),
-            Ok(JSON)
-        );
-        assert_eq!(
-            request("", "application/jsonlines, application/json", "")
-                .negotiate(&[JSON, JSON_LINES]),
+            request("", "application/jsonlines, application/json", "").negotiate(&[JSON, JSON_LINES]),
             Ok(JSON_LINES)
         );
-        assert_eq!(
-            request("", "application/*;q=0.5", "").negotiate(&[JSON]),
-            Ok(JSON)
-        );
-        assert!(matches!(
-            request("", "text/html", "").negotiate(&[JSON]),
-            Err(Error::NotAcceptable(_))
-        ));
+        assert_eq!(request("", "application/*;q=0.5", "").negotiate(&[JSON]), Ok(JSON));
+        assert!(matches!(request("", "text/html", "").negotiate(&[JSON]), Err(Error::NotAcceptable(_))));
     }
 
     #[test]
     fn csv_and_json_lines_report_where_they_fail() {
-        assert_eq!(
-            request("", "", "1,2\n\n3, 4\n").csv_rows(),
-            Ok(vec![vec![1.0, 2.0], vec![3.0, 4.0]])
-        );
+        assert_eq!(request("", "", "1,2\n\n3, 4\n").csv_rows(), Ok(vec![vec![1.0, 2.0], vec![3.0, 4.0]]));
         let err = request("", "", "1,2\n3,x").csv_rows().unwrap_err();
-        assert_eq!(
-            err,
-            Error::BadInput("row 2, column 2: `x` is not a number".into())
-        );
-        let lines: Vec<serde_json::Value> = request("", "", "{\"a\":1}\n\n{\"a\":2}\n")
-            .json_lines()
-            .unwrap();
+        assert_eq!(err, Error::BadInput("row 2, column 2: `x` is not a number".into()));
+        let lines: Vec<serde_json::Value> = request("", "", "{\"a\":1}\n\n{\"a\":2}\n").json_lines().unwrap();
         assert_eq!(lines.len(), 2);
-        let err = request("", "", "{\"a\":1}\n{oops")
-            .json_lines::<serde_json::Value>()
-            .unwrap_err();
+        let err = request("", "", "{\"a\":1}\n{oops").json_lines::<serde_json::Value>().unwrap_err();
         assert!(matches!(err, Error::BadInput(m) if m.starts_with("line 2: invalid JSON")));
     }
 
     #[test]
     fn responses_carry_their_content_type() {
         let r = Response::json_lines([1, 2]).unwrap();
-        assert_eq!(
-            (r.content_type.as_str(), r.body.as_slice()),
-            (JSON_LINES, b"1\n2\n".as_slice())
-        );
+        assert_eq!((r.content_type.as_str(), r.body.as_slice()), (JSON_LINES, b"1\n2\n".as_slice()));
         assert_eq!(Response::json(&[1]).unwrap().content_type, JSON);
     }
 }

@@ -126,14 +126,8 @@ pub mod __private {
     }
 
     /// Runs the handler and lowers its result onto the WIT types.
-    pub fn handle<H: crate::Handler>(
-        handler: &H,
-        request: RawRequest,
-    ) -> Result<RawResponse, RawError> {
-        handler
-            .handle(crate::Request::from(request))
-            .map(RawResponse::from)
-            .map_err(RawError::from)
+    pub fn handle<H: crate::Handler>(handler: &H, request: RawRequest) -> Result<RawResponse, RawError> {
+        handler.handle(crate::Request::from(request)).map(RawResponse::from).map_err(RawError::from)
     }
 
     /// The error for a `handle` call that arrives before `init` succeeded.

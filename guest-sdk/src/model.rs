@@ -36,9 +36,7 @@ impl Model {
     /// Checks that the graph exists and names it. Call it from
     /// [`crate::Handler::init`] so a missing model fails the deploy.
     pub fn load(name: &str) -> Result<Self> {
-        let model = Model {
-            name: name.to_owned(),
-        };
+        let model = Model { name: name.to_owned() };
         model.with_context(|_| Ok(()))?;
         Ok(model)
     }
@@ -51,14 +49,8 @@ impl Model {
     /// Runs the graph on named inputs (moved to the host); returns every output.
     pub fn run<'a>(&self, inputs: impl IntoIterator<Item = (&'a str, Tensor)>) -> Result<Outputs> {
         self.with_context(|context| {
-            let inputs: Vec<(String, NnTensor)> = inputs
-                .into_iter()
-                .map(|(name, t)| (name.to_owned(), t.0))
-                .collect();
-            Ok(Outputs {
-                model: self.name.clone(),
-                tensors: context.compute(inputs)?,
-            })
+            let inputs: Vec<(String, NnTensor)> = inputs.into_iter().map(|(name, t)| (name.to_owned(), t.0)).collect();
+            Ok(Outputs { model: self.name.clone(), tensors: context.compute(inputs)? })
         })
     }
 
@@ -69,13 +61,7 @@ impl Model {
                 let graph = graph::load_by_name(&self.name)
                     .map_err(|e| Error::failed(format!("model `{}`: {}", self.name, e.data())))?;
                 let context = graph.init_execution_context()?;
-                loaded.insert(
-                    self.name.clone(),
-                    Loaded {
-                        context,
-                        _graph: graph,
-                    },
-                );
+                loaded.insert(self.name.clone(), Loaded { context, _graph: graph });
             }
             f(&loaded[&self.name].context)
         })
@@ -96,9 +82,7 @@ impl Outputs {
             .tensors
             .iter()
             .find(|(n, _)| n == name)
-            .ok_or_else(|| {
-                Error::failed(format!("model `{}` has no output `{name}`", self.model))
-            })?;
+            .ok_or_else(|| Error::failed(format!("model `{}` has no output `{name}`", self.model)))?;
         TensorData::read(name, tensor)
     }
 }

@@ -79,17 +79,11 @@ impl<T: Element> TensorData<T> {
     pub(crate) fn read(name: &str, tensor: &NnTensor) -> Result<Self> {
         let ty = tensor.ty();
         if ty != T::TYPE {
-            return Err(Error::failed(format!(
-                "output `{name}` holds {ty:?}, not {:?}",
-                T::TYPE
-            )));
+            return Err(Error::failed(format!("output `{name}` holds {ty:?}, not {:?}", T::TYPE)));
         }
         let bytes = tensor.data();
         let size = std::mem::size_of::<T>();
-        Ok(TensorData {
-            shape: tensor.dimensions(),
-            data: bytes.chunks_exact(size).map(T::from_le).collect(),
-        })
+        Ok(TensorData { shape: tensor.dimensions(), data: bytes.chunks_exact(size).map(T::from_le).collect() })
     }
 
     /// The rows of a rank-2 tensor (`[rows, columns]`), or the whole tensor

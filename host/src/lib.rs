@@ -1,13 +1,15 @@
 //! Nimbus: serverless ML inference with WebAssembly handlers.
 //!
 //! The flow of one request, one module each: `api` (HTTP) -> `registry`
-//! (name -> live function) -> `runtime` (Wasm components, snapshots,
+//! (name -> live function) -> `pool` (concurrency, warm instances, scale
+//! to zero) -> `runtime` (Wasm components, snapshots,
 //! instances and their limits, the wasi-nn host) -> `nn` (ONNX Runtime).
 //! `store` keeps records and blobs on disk; `cli` is the command line.
 
 pub mod api;
 pub mod cli;
 pub mod nn;
+pub mod pool;
 pub mod registry;
 pub mod runtime;
 pub mod store;

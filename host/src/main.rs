@@ -4,10 +4,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NIMBUS_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("warn,guest=info")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("NIMBUS_LOG").unwrap_or_else(|_| EnvFilter::new("warn,guest=info")))
         .with_writer(std::io::stderr)
         .init();
     match nimbus::cli::Cli::parse().run().await {

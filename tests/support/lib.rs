@@ -7,17 +7,14 @@ mod server;
 
 pub use server::{Answer, Server, nimbus_bin};
 
-use nimbus::runtime::{ComponentCache, Function, FunctionSpec, Request, Runtime};
+use nimbus::runtime::{ComponentCache, Function, FunctionSpec, LoadError, Request, Runtime, Source};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The bytes of guest `name` (an example or a test guest), built if needed.
@@ -26,73 +23,53 @@ pub fn wasm(name: &str) -> Vec<u8> {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
             .arg(root().join("examples/Cargo.toml"))
             .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("run cargo to build the guests");
         assert!(status.success(), "building the guests failed");
     });
-    let path = root()
-        .join("examples/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
+    let path = root().join("examples/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The artifact folder of example `name`, made by `make build`.
 pub fn model_dir(name: &str) -> PathBuf {
     let dir = root().join("examples").join(name).join("model");
-    assert!(
-        dir.is_dir(),
-        "{} is missing: run `make build` first",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "{} is missing: run `make build` first", dir.display());
     dir
 }
 
 /// The runtime shared by this test process.
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| Runtime::new().expect("runtime"))
-        .clone()
+    RUNTIME.get_or_init(|| Runtime::new().expect("runtime")).clone()
 }
 
 /// A component cache private to this test process.
 pub fn cache() -> ComponentCache {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    ComponentCache::new(
-        DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-            .path(),
-    )
+    ComponentCache::new(DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path())
 }
 
-/// Loads guest `wasm` over the artifacts of example `model`.
+/// Loads `wasm` bytes over the artifacts of example `model`.
+pub async fn load_bytes(name: &str, wasm: &[u8], model: &str, spec: FunctionSpec) -> Result<Function, LoadError> {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), wasm).expect("write wasm");
+    let source = Source::hash(file.path(), &model_dir(model))?;
+    Function::load(&runtime(), name, &source, spec, &cache()).await
+}
+
+/// Loads guest `wasm_name` over the artifacts of example `model`.
 pub async fn load(wasm_name: &str, model: &str, spec: FunctionSpec) -> Arc<Function> {
-    let f = Function::load(
-        &runtime(),
-        wasm_name,
-        &wasm(wasm_name),
-        &model_dir(model),
-        spec,
-        &cache(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("loading {wasm_name}: {e}"));
+    let f = load_bytes(wasm_name, &wasm(wasm_name), model, spec)
+        .await
+        .unwrap_or_else(|e| panic!("loading {wasm_name}: {e}"));
     Arc::new(f)
 }
 
 /// A request with the given content type and body, accepting anything.
 pub fn request(content_type: &str, body: &str) -> Request {
-    Request {
-        content_type: content_type.into(),
-        accept: "*/*".into(),
-        body: body.as_bytes().to_vec(),
-    }
+    Request { content_type: content_type.into(), accept: "*/*".into(), body: body.as_bytes().to_vec() }
 }

@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 /// The `nimbus` binary, built by `make build` (`cargo build --workspace`).
 pub fn nimbus_bin() -> PathBuf {
     let path = root().join("target/release/nimbus");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make build` first",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: run `make build` first", path.display());
     path
 }
 
@@ -43,10 +39,7 @@ pub struct Answer {
 impl Answer {
     /// A header's value, or "".
     pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 }
 
@@ -55,14 +48,7 @@ impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let token = "test-admin-token".to_owned();
         let mut child = Command::new(nimbus_bin())
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                "--admin-token",
-                &token,
-                "--data-dir",
-            ])
+            .args(["serve", "--addr", "127.0.0.1:0", "--admin-token", &token, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("NIMBUS_LOG", "info")
@@ -79,9 +65,7 @@ impl Server {
                 eprintln!("[server] {line}");
             }
         });
-        let url = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("server did not start listening");
+        let url = rx.recv_timeout(Duration::from_secs(120)).expect("server did not start listening");
         Server {
             child,
             url,
@@ -117,9 +101,7 @@ impl Server {
     /// `nimbus deploy NAME --wasm <guest> --model-dir <example model>`
     /// plus `extra` flags; panics with the CLI's stderr on failure.
     pub fn deploy(&self, name: &str, guest: &str, model: &str, extra: &[&str]) -> Output {
-        let wasm = root().join(format!(
-            "examples/target/wasm32-wasip2/release/{guest}.wasm"
-        ));
+        let wasm = root().join(format!("examples/target/wasm32-wasip2/release/{guest}.wasm"));
         let model_dir = super::model_dir(model);
         let mut args = vec![
             "deploy",
@@ -132,45 +114,23 @@ impl Server {
         ];
         args.extend_from_slice(extra);
         let out = self.cli(&args);
-        assert!(
-            out.status.success(),
-            "deploy {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "deploy {name} failed: {}", String::from_utf8_lossy(&out.stderr));
         out
     }
 
     /// An HTTP request; `token` adds a bearer token.
-    pub fn http(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Answer {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url));
+    pub fn http(&self, method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.url));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut response = agent
-            .run(req.body(body.to_vec()).expect("request"))
-            .expect("HTTP request");
+        let mut response = agent.run(req.body(body.to_vec()).expect("request")).expect("HTTP request");
         let body = response.body_mut().read_to_string().unwrap_or_default();
-        Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body,
-        }
+        Answer { status: response.status().as_u16(), headers: response.headers().clone(), body }
     }
 
     /// `POST /v1/functions/{name}/invocations` without a token.

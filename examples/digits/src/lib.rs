@@ -19,9 +19,7 @@ struct Prediction {
 
 impl Handler for Digits {
     fn init() -> Result<Self> {
-        Ok(Digits {
-            forest: Model::load("digits")?,
-        })
+        Ok(Digits { forest: Model::load("digits")? })
     }
 
     fn handle(&self, request: Request) -> Result<Response> {
@@ -29,29 +27,19 @@ impl Handler for Digits {
         let accept = request.negotiate(&[JSON, JSON_LINES])?;
         let rows = request.csv_rows()?;
         if let Some((i, row)) = rows.iter().enumerate().find(|(_, r)| r.len() != PIXELS) {
-            return Err(Error::bad_input(format!(
-                "row {} has {} values; expected {PIXELS}",
-                i + 1,
-                row.len()
-            )));
+            return Err(Error::bad_input(format!("row {} has {} values; expected {PIXELS}", i + 1, row.len())));
         }
         if rows.is_empty() {
-            return Err(Error::bad_input(
-                "no rows: send CSV with 64 numbers per line",
-            ));
+            return Err(Error::bad_input("no rows: send CSV with 64 numbers per line"));
         }
         let input = Tensor::new(&[rows.len() as u32, PIXELS as u32], &rows.concat())?;
         let outputs = self.forest.run([("input", input)])?;
         let labels = outputs.get::<i64>("label")?;
         let probabilities = outputs.get::<f32>("probabilities")?;
-        let predictions = labels
-            .data
-            .iter()
-            .zip(probabilities.rows())
-            .map(|(&label, p)| Prediction {
-                predicted_label: label,
-                probability: p.iter().copied().fold(0.0, f32::max),
-            });
+        let predictions = labels.data.iter().zip(probabilities.rows()).map(|(&label, p)| Prediction {
+            predicted_label: label,
+            probability: p.iter().copied().fold(0.0, f32::max),
+        });
         match accept {
             JSON => Response::json(&predictions.collect::<Vec<_>>()),
             _ => Response::json_lines(predictions),

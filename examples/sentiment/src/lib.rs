@@ -32,16 +32,9 @@ impl Handler for Sentiment {
         let mut tokenizer = Tokenizer::from_file("/model/tokenizer.json").map_err(Error::failed)?;
         tokenizer.with_padding(Some(PaddingParams::default()));
         tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: 256,
-                ..Default::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: 256, ..Default::default() }))
             .map_err(Error::failed)?;
-        Ok(Sentiment {
-            tokenizer,
-            encoder: Model::load("encoder")?,
-            head: Model::load("head")?,
-        })
+        Ok(Sentiment { tokenizer, encoder: Model::load("encoder")?, head: Model::load("head")? })
     }
 
     fn handle(&self, request: Request) -> Result<Response> {
@@ -52,9 +45,7 @@ impl Handler for Sentiment {
         let accept = request.negotiate(&[JSON_LINES, JSON])?;
         let sentences: Vec<String> = inputs.into_iter().flat_map(|i| i.features).collect();
         if sentences.is_empty() {
-            return Err(Error::bad_input(
-                r#"no sentences: send {"features": ["some text"]}"#,
-            ));
+            return Err(Error::bad_input(r#"no sentences: send {"features": ["some text"]}"#));
         }
         let predictions = self.classify(sentences)?;
         match accept {
@@ -66,38 +57,21 @@ impl Handler for Sentiment {
 
 impl Sentiment {
     fn classify(&self, sentences: Vec<String>) -> Result<Vec<Prediction>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(sentences, true)
-            .map_err(Error::bad_input)?;
+        let encodings = self.tokenizer.encode_batch(sentences, true).map_err(Error::bad_input)?;
         let (batch, seq) = (encodings.len(), encodings[0].len());
-        let ids: Vec<i64> = encodings
-            .iter()
-            .flat_map(|e| e.get_ids())
-            .map(|&x| x.into())
-            .collect();
-        let mask: Vec<i64> = encodings
-            .iter()
-            .flat_map(|e| e.get_attention_mask())
-            .map(|&x| x.into())
-            .collect();
+        let ids: Vec<i64> = encodings.iter().flat_map(|e| e.get_ids()).map(|&x| x.into()).collect();
+        let mask: Vec<i64> = encodings.iter().flat_map(|e| e.get_attention_mask()).map(|&x| x.into()).collect();
         let shape = [batch as u32, seq as u32];
         let hidden = self
             .encoder
             .run([
                 ("input_ids", Tensor::new(&shape, &ids)?),
                 ("attention_mask", Tensor::new(&shape, &mask)?),
-                (
-                    "token_type_ids",
-                    Tensor::new(&shape, &vec![0i64; ids.len()])?,
-                ),
+                ("token_type_ids", Tensor::new(&shape, &vec![0i64; ids.len()])?),
             ])?
             .get::<f32>("last_hidden_state")?;
         let embeddings = mean_pool(&hidden.data, &mask, seq);
-        let outputs = self.head.run([(
-            "input",
-            Tensor::new(&[batch as u32, DIM as u32], &embeddings)?,
-        )])?;
+        let outputs = self.head.run([("input", Tensor::new(&[batch as u32, DIM as u32], &embeddings)?)])?;
         let labels = outputs.get::<i64>("label")?;
         let probabilities = outputs.get::<f32>("probabilities")?;
         Ok(labels

@@ -6,6 +6,7 @@
 
 use super::App;
 use super::error::ApiError;
+use crate::pool::{Gauges, Percentiles};
 use crate::registry::{Bundle, Deployed, FunctionRecord};
 use crate::store::Digest;
 use axum::Json;
@@ -30,11 +31,7 @@ pub(super) async fn has_blob(
 ) -> Result<StatusCode, ApiError> {
     app.tokens.admin(&headers)?;
     let d = digest(&d)?;
-    Ok(if app.registry.store().blobs.contains(&d) {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    })
+    Ok(if app.registry.store().blobs.contains(&d) { StatusCode::OK } else { StatusCode::NOT_FOUND })
 }
 
 pub(super) async fn put_blob(
@@ -48,16 +45,9 @@ pub(super) async fn put_blob(
     let blobs = &app.registry.store().blobs;
     let size = match blobs.size(&d) {
         Some(size) => size,
-        None => {
-            blobs
-                .put_stream(&d, body.into_data_stream(), BLOB_LIMIT)
-                .await?
-        }
+        None => blobs.put_stream(&d, body.into_data_stream(), BLOB_LIMIT).await?,
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "digest": d, "size": size })),
-    ))
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "digest": d, "size": size }))))
 }
 
 /// What `GET /v1/functions/{name}` answers.
@@ -69,16 +59,26 @@ pub struct FunctionView {
     invocations: u64,
     errors_4xx: u64,
     errors_5xx: u64,
+    throttles: u64,
+    cold_starts: u64,
+    instances: Gauges,
+    latency: Percentiles,
 }
 
 impl FunctionView {
     pub(super) fn of(d: &Deployed) -> Self {
+        let m = &d.pool.metrics;
+        let instances = d.pool.gauges();
         FunctionView {
             record: d.record.clone(),
-            state: "active",
-            invocations: d.counters.invocations.load(Ordering::Relaxed),
-            errors_4xx: d.counters.errors_4xx.load(Ordering::Relaxed),
-            errors_5xx: d.counters.errors_5xx.load(Ordering::Relaxed),
+            state: if instances.loaded { "warm" } else { "scaled-to-zero" },
+            invocations: m.invocations.load(Ordering::Relaxed),
+            errors_4xx: m.errors_4xx.load(Ordering::Relaxed),
+            errors_5xx: m.errors_5xx.load(Ordering::Relaxed),
+            throttles: m.throttles.load(Ordering::Relaxed),
+            cold_starts: m.cold_starts.load(Ordering::Relaxed),
+            instances,
+            latency: m.percentiles(),
         }
     }
 }
@@ -90,31 +90,16 @@ pub(super) async fn deploy(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
     app.tokens.admin(&headers)?;
-    let bundle: Bundle = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
+    let bundle: Bundle =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
     let existed = app.registry.get(&name).is_some();
     let record = app.registry.deploy(&name, bundle).await?;
-    Ok((
-        if existed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-        Json(record),
-    ))
+    Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, Json(record)))
 }
 
-pub(super) async fn list(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     app.tokens.admin(&headers)?;
-    let functions: Vec<FunctionView> = app
-        .registry
-        .list()
-        .iter()
-        .map(|d| FunctionView::of(d))
-        .collect();
+    let functions: Vec<FunctionView> = app.registry.list().iter().map(|d| FunctionView::of(d)).collect();
     Ok(Json(serde_json::json!({ "functions": functions })))
 }
 
@@ -124,10 +109,7 @@ pub(super) async fn describe(
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, ApiError> {
     app.tokens.admin(&headers)?;
-    let d = app
-        .registry
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(&name))?;
+    let d = app.registry.get(&name).ok_or_else(|| ApiError::not_found(&name))?;
     Ok(Json(FunctionView::of(&d)))
 }
 

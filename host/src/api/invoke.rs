@@ -23,11 +23,7 @@ pub const OVERHEAD_LATENCY: &str = "x-nimbus-overhead-latency-us";
 pub const VERSION: &str = "x-nimbus-function-version";
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName, default: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(default)
-        .to_owned()
+    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(default).to_owned()
 }
 
 pub(super) async fn invoke(
@@ -41,9 +37,7 @@ pub(super) async fn invoke(
     let deployed = app.registry.get(&name);
     let result = async {
         app.tokens.invoke(&headers)?;
-        let deployed = deployed
-            .as_ref()
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let deployed = deployed.as_ref().ok_or_else(|| ApiError::not_found(&name))?;
         let limit = deployed.record.config.payload_limit_bytes;
         let too_large = || {
             ApiError::new(
@@ -52,21 +46,17 @@ pub(super) async fn invoke(
                 format!("request body is over this function's limit of {limit} bytes"),
             )
         };
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let body = axum::body::to_bytes(body, limit as usize)
-            .await
-            .map_err(|_| too_large())?;
+        let body = axum::body::to_bytes(body, limit as usize).await.map_err(|_| too_large())?;
         let request = Request {
             content_type: header_str(&headers, header::CONTENT_TYPE, ""),
             accept: header_str(&headers, header::ACCEPT, "*/*"),
             body: body.to_vec(),
         };
-        let invoked = deployed.function.call(request).await?;
+        let invoked = deployed.pool.invoke(request).await?;
         Ok::<_, ApiError>(invoked)
     }
     .await;
@@ -78,12 +68,11 @@ pub(super) async fn invoke(
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             let overhead = start.elapsed().saturating_sub(model);
-            r.headers_mut()
-                .insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
-            r.headers_mut().insert(
-                OVERHEAD_LATENCY,
-                HeaderValue::from(overhead.as_micros() as u64),
-            );
+            if let Some(d) = &deployed {
+                d.pool.metrics.record_latency(model, overhead);
+            }
+            r.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
+            r.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
             r
         }
         Err(e) => {
@@ -92,13 +81,9 @@ pub(super) async fn invoke(
         }
     };
     if let Some(d) = &deployed {
-        d.counters.record(response.status().as_u16());
-        response
-            .headers_mut()
-            .insert(VERSION, HeaderValue::from(d.record.version));
+        d.pool.metrics.record_status(response.status().as_u16());
+        response.headers_mut().insert(VERSION, HeaderValue::from(d.record.version));
     }
-    response
-        .headers_mut()
-        .insert(REQUEST_ID, HeaderValue::from_str(&id).expect("hex id"));
+    response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&id).expect("hex id"));
     response
 }

@@ -34,9 +34,8 @@ pub struct App {
 impl App {
     /// Shared state over a registry.
     pub fn new(registry: Registry, tokens: Tokens) -> Arc<Self> {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Arc::new(App {
             registry,
             tokens,
@@ -46,11 +45,7 @@ impl App {
     }
 
     fn next_request_id(&self) -> String {
-        format!(
-            "{:016x}{:08x}",
-            self.id_prefix,
-            self.ids.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{:016x}{:08x}", self.id_prefix, self.ids.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -59,24 +54,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::metrics))
-        .route(
-            "/v1/blobs/{digest}",
-            put(functions::put_blob).head(functions::has_blob),
-        )
+        .route("/v1/blobs/{digest}", put(functions::put_blob).head(functions::has_blob))
         .route("/v1/functions", get(functions::list))
-        .route(
-            "/v1/functions/{name}",
-            put(functions::deploy)
-                .get(functions::describe)
-                .delete(functions::delete),
-        )
+        .route("/v1/functions/{name}", put(functions::deploy).get(functions::describe).delete(functions::delete))
         .route("/v1/functions/{name}/invocations", post(invoke::invoke))
         .fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "no_route",
-                "no such route; see docs/api.md",
-            )
+            ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })
         .with_state(app)
 }
@@ -84,9 +67,23 @@ pub fn router(app: Arc<App>) -> Router {
 /// Serves `app` on `listener` until Ctrl-C or SIGTERM, then lets requests
 /// in flight finish.
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let reaper = tokio::spawn(reap(app.clone()));
+    let served = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await;
+    reaper.abort();
+    served
+}
+
+/// How often idle pools are checked for scaling down.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+async fn reap(app: Arc<App>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tick.tick().await;
+        let app = app.clone();
+        // Dropping sessions and instances can take a while; not on a worker.
+        let _ = tokio::task::spawn_blocking(move || app.registry.reap()).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -27,12 +27,7 @@ pub struct ClientError {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Connection {
     /// The Nimbus server.
-    #[arg(
-        long,
-        env = "NIMBUS_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "NIMBUS_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     /// Bearer token (admin for deploy/list/describe/delete).
     #[arg(long, env = "NIMBUS_TOKEN", hide_env_values = true, global = true)]
@@ -60,11 +55,7 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(600)))
             .build()
             .into();
-        Client {
-            base: c.server.trim_end_matches('/').to_owned(),
-            token: c.token.clone(),
-            agent,
-        }
+        Client { base: c.server.trim_end_matches('/').to_owned(), token: c.token.clone(), agent }
     }
 
     fn url(&self, path: &str) -> String {
@@ -78,12 +69,12 @@ impl Client {
         }
     }
 
-    fn finish(
-        &self,
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<Answer, ClientError> {
+    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, ClientError> {
         let mut response = result.map_err(|e| ClientError {
-            message: format!("cannot reach the server at {}: {e}; is `nimbus serve` running? (--server or NIMBUS_SERVER)", self.base),
+            message: format!(
+                "cannot reach the server at {}: {e}; is `nimbus serve` running? (--server or NIMBUS_SERVER)",
+                self.base
+            ),
             exit: Exit::Unreachable,
         })?;
         let status = response.status().as_u16();
@@ -93,38 +84,20 @@ impl Client {
             .body_mut()
             .as_reader()
             .read_to_end(&mut body)
-            .map_err(|e| ClientError {
-                message: format!("reading the answer: {e}"),
-                exit: Exit::Unreachable,
-            })?;
+            .map_err(|e| ClientError { message: format!("reading the answer: {e}"), exit: Exit::Unreachable })?;
         if status >= 400 {
             let parsed: Option<(String, String)> =
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        let e = v.get("error")?;
-                        Some((
-                            e.get("code")?.as_str()?.to_owned(),
-                            e.get("message")?.as_str()?.to_owned(),
-                        ))
-                    });
+                serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| {
+                    let e = v.get("error")?;
+                    Some((e.get("code")?.as_str()?.to_owned(), e.get("message")?.as_str()?.to_owned()))
+                });
             let message = match parsed {
                 Some((code, message)) => format!("{message} ({status} {code})"),
-                None => format!(
-                    "the server answered {status}: {}",
-                    String::from_utf8_lossy(&body)
-                ),
+                None => format!("the server answered {status}: {}", String::from_utf8_lossy(&body)),
             };
-            return Err(ClientError {
-                message,
-                exit: Exit::Refused,
-            });
+            return Err(ClientError { message, exit: Exit::Refused });
         }
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Ok(Answer { status, headers, body })
     }
 
     pub(crate) fn get(&self, path: &str) -> Result<Answer, ClientError> {
@@ -144,23 +117,12 @@ impl Client {
         self.finish(self.auth(self.agent.delete(self.url(path))).call())
     }
 
-    pub(crate) fn put_json(
-        &self,
-        path: &str,
-        body: &impl serde::Serialize,
-    ) -> Result<Answer, ClientError> {
+    pub(crate) fn put_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Answer, ClientError> {
         self.finish(self.auth(self.agent.put(self.url(path))).send_json(body))
     }
 
-    pub(crate) fn put_reader(
-        &self,
-        path: &str,
-        len: u64,
-        reader: &mut dyn Read,
-    ) -> Result<Answer, ClientError> {
-        let req = self
-            .auth(self.agent.put(self.url(path)))
-            .header("content-length", len.to_string());
+    pub(crate) fn put_reader(&self, path: &str, len: u64, reader: &mut dyn Read) -> Result<Answer, ClientError> {
+        let req = self.auth(self.agent.put(self.url(path))).header("content-length", len.to_string());
         self.finish(req.send(ureq::SendBody::from_reader(reader)))
     }
 
@@ -171,10 +133,8 @@ impl Client {
         accept: &str,
         body: &[u8],
     ) -> Result<Answer, ClientError> {
-        let req = self
-            .auth(self.agent.post(self.url(path)))
-            .header("content-type", content_type)
-            .header("accept", accept);
+        let req =
+            self.auth(self.agent.post(self.url(path))).header("content-type", content_type).header("accept", accept);
         self.finish(req.send(body))
     }
 }

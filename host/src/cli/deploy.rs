@@ -38,6 +38,12 @@ pub(crate) struct DeployArgs {
     /// Largest request body in bytes.
     #[arg(long)]
     payload_limit: Option<u64>,
+    /// Idle seconds before scaling to zero (default: the server's).
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Milliseconds a request over max concurrency waits before a 429.
+    #[arg(long)]
+    queue_timeout_ms: Option<u64>,
     /// Environment variable for the handler (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
     env: Vec<(String, String)>,
@@ -69,8 +75,7 @@ struct Blob {
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<Blob> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -83,11 +88,7 @@ fn hash_file(path: &Path) -> anyhow::Result<Blob> {
         size += n as u64;
     }
     let digest = Digest::parse(&hex::encode(hasher.finalize())).expect("sha256 is a digest");
-    Ok(Blob {
-        path: path.to_path_buf(),
-        digest,
-        size,
-    })
+    Ok(Blob { path: path.to_path_buf(), digest, size })
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Result<()> {
@@ -96,10 +97,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Re
         if path.is_dir() {
             walk(root, &path, out)?;
         } else {
-            let rel = path
-                .strip_prefix(root)?
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
             out.push((rel, path));
         }
     }
@@ -108,21 +106,14 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Re
 
 pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let manifest: Manifest = match std::fs::read_to_string(&args.manifest) {
-        Ok(text) => {
-            toml::from_str(&text).with_context(|| format!("reading {}", args.manifest.display()))?
-        }
+        Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", args.manifest.display()))?,
         Err(_) => Manifest::default(),
     };
     let base = args.manifest.parent().unwrap_or(Path::new("."));
     let from_manifest = |p: Option<PathBuf>| p.map(|p| base.join(p));
-    let name = args
-        .name
-        .or(manifest.name)
-        .context("no function name: pass NAME or set `name` in nimbus.toml")?;
-    let wasm = args
-        .wasm
-        .or(from_manifest(manifest.wasm))
-        .context("no handler: pass --wasm or set `wasm` in nimbus.toml")?;
+    let name = args.name.or(manifest.name).context("no function name: pass NAME or set `name` in nimbus.toml")?;
+    let wasm =
+        args.wasm.or(from_manifest(manifest.wasm)).context("no handler: pass --wasm or set `wasm` in nimbus.toml")?;
     let model_dir = args
         .model_dir
         .or(from_manifest(manifest.model_dir))
@@ -133,6 +124,8 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     config.provisioned_concurrency = args.provisioned.unwrap_or(config.provisioned_concurrency);
     config.timeout_s = args.timeout.unwrap_or(config.timeout_s);
     config.payload_limit_bytes = args.payload_limit.unwrap_or(config.payload_limit_bytes);
+    config.idle_timeout_s = args.idle_timeout.or(config.idle_timeout_s);
+    config.queue_timeout_ms = args.queue_timeout_ms.unwrap_or(config.queue_timeout_ms);
     config.env.extend(args.env);
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -144,32 +137,19 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let mut blobs = vec![wasm_blob];
     for (rel, path) in files {
         let blob = hash_file(&path)?;
-        artifacts.push(Artifact {
-            path: rel,
-            digest: blob.digest.clone(),
-            size: blob.size,
-        });
+        artifacts.push(Artifact { path: rel, digest: blob.digest.clone(), size: blob.size });
         blobs.push(blob);
     }
 
     let client = Client::new(&args.connection);
     upload(&client, &blobs, args.json)?;
-    let bundle = Bundle {
-        wasm: blobs[0].digest.clone(),
-        artifacts,
-        config,
-    };
+    let bundle = Bundle { wasm: blobs[0].digest.clone(), artifacts, config };
     let answer = client.put_json(&format!("/v1/functions/{name}"), &bundle)?;
-    let record: FunctionRecord =
-        serde_json::from_slice(&answer.body).context("reading the deploy answer")?;
+    let record: FunctionRecord = serde_json::from_slice(&answer.body).context("reading the deploy answer")?;
     if args.json {
         println!("{}", String::from_utf8_lossy(&answer.body));
     } else {
-        let verb = if answer.status == 201 {
-            "created"
-        } else {
-            "updated"
-        };
+        let verb = if answer.status == 201 { "created" } else { "updated" };
         println!(
             "{verb} `{}` version {} ({} MB, max concurrency {})",
             record.name, record.version, record.config.memory_mb, record.config.max_concurrency
@@ -190,32 +170,16 @@ fn upload(client: &Client, blobs: &[Blob], quiet: bool) -> anyhow::Result<()> {
         }
     }
     let total: u64 = missing.iter().map(|b| b.size).sum();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
     bar.set_style(
-        ProgressStyle::with_template(
-            "uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+            .expect("valid template"),
     );
     for b in missing {
-        bar.set_message(
-            b.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
-        let file = std::fs::File::open(&b.path)
-            .with_context(|| format!("opening {}", b.path.display()))?;
+        bar.set_message(b.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        let file = std::fs::File::open(&b.path).with_context(|| format!("opening {}", b.path.display()))?;
         let mut reader = bar.wrap_read(file);
-        client.put_reader(
-            &format!("/v1/blobs/{}", b.digest.as_str()),
-            b.size,
-            &mut reader,
-        )?;
+        client.put_reader(&format!("/v1/blobs/{}", b.digest.as_str()), b.size, &mut reader)?;
     }
     bar.finish_and_clear();
     Ok(())

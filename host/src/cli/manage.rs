@@ -27,22 +27,11 @@ pub(crate) struct InvokeArgs {
 pub(crate) fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     let body = super::read_data(&args.data)?;
     let client = Client::new(&args.connection);
-    let answer = client.post(
-        &format!("/v1/functions/{}/invocations", args.name),
-        &args.content_type,
-        &args.accept,
-        &body,
-    )?;
+    let answer =
+        client.post(&format!("/v1/functions/{}/invocations", args.name), &args.content_type, &args.accept, &body)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let header = |n: &str| {
-            answer
-                .headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let header = |n: &str| answer.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let out = serde_json::json!({
             "status": answer.status,
             "content_type": header("content-type"),
@@ -130,11 +119,7 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
     ] {
         println!("{:<18}{}", format!("{label}:"), field(&f, &["config", key]));
     }
-    println!(
-        "handler:          {} ({} bytes)",
-        f["wasm"].as_str().unwrap_or(""),
-        f["wasm_size"]
-    );
+    println!("handler:          {} ({} bytes)", f["wasm"].as_str().unwrap_or(""), f["wasm_size"]);
     for a in f["artifacts"].as_array().into_iter().flatten() {
         println!(
             "artifact:         {} ({} bytes) {}",
@@ -144,13 +129,23 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "invocations:      {} (4xx {}, 5xx {})",
-        f["invocations"], f["errors_4xx"], f["errors_5xx"]
+        "invocations:      {} (4xx {}, 5xx {}, throttled {}, cold starts {})",
+        f["invocations"], f["errors_4xx"], f["errors_5xx"], f["throttles"], f["cold_starts"]
     );
+    let i = &f["instances"];
     println!(
-        "created / updated: {} / {} (unix s)",
-        f["created_at"], f["updated_at"]
+        "instances:        {} warm, {} busy; {} sessions, {} MB of models",
+        i["warm_instances"],
+        i["busy_instances"],
+        i["sessions"],
+        i["model_memory_bytes"].as_u64().unwrap_or(0) >> 20
     );
+    let l = &f["latency"];
+    println!(
+        "latency (last {}): model p50 {} us, p99 {} us; overhead p50 {} us, p99 {} us",
+        l["samples"], l["model_p50_us"], l["model_p99_us"], l["overhead_p50_us"], l["overhead_p99_us"]
+    );
+    println!("created / updated: {} / {} (unix s)", f["created_at"], f["updated_at"]);
     Ok(())
 }
 

@@ -64,9 +64,7 @@ pub(crate) fn read_data(data: &str) -> anyhow::Result<Vec<u8>> {
     match data.strip_prefix('@') {
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("reading stdin")?;
+            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
             Ok(buf)
         }
         Some(path) => std::fs::read(path).with_context(|| format!("reading --data file {path}")),

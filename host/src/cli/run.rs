@@ -2,10 +2,7 @@
 //! snapshot and compiled code are cached, so the second run of the same
 //! handler and artifacts starts in milliseconds.
 
-use crate::runtime::{
-    ComponentCache, Function, FunctionSpec, MemoryTier, Request, Runtime, limits,
-};
-use anyhow::Context;
+use crate::runtime::{ComponentCache, Function, FunctionSpec, MemoryTier, Request, Runtime, Source, limits};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -40,30 +37,18 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let wasm =
-        std::fs::read(&args.wasm).with_context(|| format!("reading {}", args.wasm.display()))?;
+    let source = Source::hash(&args.wasm, &args.model_dir)?;
     let spec = FunctionSpec {
         memory: MemoryTier::new(args.memory)?,
         timeout: limits::timeout(args.timeout)?,
         env: args.env,
         ..FunctionSpec::default()
     };
-    let cache = args
-        .cache_dir
-        .map(ComponentCache::new)
-        .unwrap_or_else(ComponentCache::user_default);
+    let cache = args.cache_dir.map(ComponentCache::new).unwrap_or_else(ComponentCache::user_default);
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let name = args
-        .wasm
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let function = Function::load(&runtime, &name, &wasm, &args.model_dir, spec, &cache).await?;
-    let request = Request {
-        content_type: args.content_type,
-        accept: args.accept,
-        body: super::read_data(&args.data)?,
-    };
+    let name = args.wasm.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let function = Function::load(&runtime, &name, &source, spec, &cache).await?;
+    let request = Request { content_type: args.content_type, accept: args.accept, body: super::read_data(&args.data)? };
     let response = std::sync::Arc::new(function).call(request).await?.response;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&response.body)?;

@@ -1,7 +1,7 @@
 //! `nimbus serve`: the HTTP server over an embedded store.
 
 use crate::api::{self, App, Tokens};
-use crate::registry::Registry;
+use crate::registry::{Options, Registry};
 use crate::runtime::Runtime;
 use crate::store::Store;
 use anyhow::Context;
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
@@ -30,6 +31,15 @@ pub(crate) struct ServeArgs {
     /// uploads of a deploy still in flight).
     #[arg(long, default_value_t = crate::registry::DEFAULT_BLOB_GRACE.as_secs())]
     blob_grace: u64,
+    /// Seconds a function may sit idle before it scales to zero, unless its
+    /// config sets `idle_timeout_s`.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout: u64,
+    /// Memory budget in MB across loaded functions (sum of their tiers);
+    /// past it, least recently used idle functions scale to zero. Default:
+    /// 80% of the host's memory.
+    #[arg(long)]
+    memory_budget_mb: Option<u64>,
 }
 
 /// The admin token: given, stored, or made now and stored.
@@ -57,25 +67,21 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data_dir)
-        .with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
-    let tokens = Tokens {
-        admin: admin_token(&args.data_dir, args.admin_token)?,
-        invoke: args.invoke_token,
-    };
+    let store = Store::open(&args.data_dir).with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    let tokens = Tokens { admin: admin_token(&args.data_dir, args.admin_token)?, invoke: args.invoke_token };
     crate::nn::init()?;
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let grace = std::time::Duration::from_secs(args.blob_grace);
-    let registry = Registry::open(Arc::new(store), runtime, grace).await?;
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding {}", args.addr))?;
+    let defaults = Options::default();
+    let options = Options {
+        blob_grace: Duration::from_secs(args.blob_grace),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        memory_budget_mb: args.memory_budget_mb.unwrap_or(defaults.memory_budget_mb),
+    };
+    let registry = Registry::open(Arc::new(store), runtime, options).await?;
+    let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let functions = registry.list().len();
     tracing::info!(addr = %args.addr, functions, "serving");
-    eprintln!(
-        "nimbus listening on http://{} ({functions} functions)",
-        listener.local_addr()?
-    );
+    eprintln!("nimbus listening on http://{} ({functions} functions)", listener.local_addr()?);
     api::serve(listener, App::new(registry, tokens)).await?;
     Ok(())
 }

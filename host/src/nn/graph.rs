@@ -25,10 +25,7 @@ pub struct GraphOptions {
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions {
-            threads: 1,
-            sessions: 1,
-        }
+        GraphOptions { threads: 1, sessions: 1 }
     }
 }
 
@@ -43,31 +40,23 @@ struct Slot {
 
 impl Slot {
     fn describe(&self) -> String {
-        let dims: Vec<String> = self
-            .shape
-            .iter()
-            .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
-            .collect();
-        let ty = self
-            .ty
-            .map_or_else(|| "unsupported type".to_owned(), |t| format!("{t:?}"));
+        let dims: Vec<String> =
+            self.shape.iter().map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string())).collect();
+        let ty = self.ty.map_or_else(|| "unsupported type".to_owned(), |t| format!("{t:?}"));
         format!("`{}` {ty} [{}]", self.name, dims.join(", "))
     }
 
     fn accepts(&self, t: &Tensor) -> bool {
         self.ty == Some(t.ty)
             && self.shape.len() == t.dims.len()
-            && self
-                .shape
-                .iter()
-                .zip(&t.dims)
-                .all(|(want, got)| want.is_none_or(|w| w == *got))
+            && self.shape.iter().zip(&t.dims).all(|(want, got)| want.is_none_or(|w| w == *got))
     }
 }
 
 /// A model loaded in ONNX Runtime, shared by every instance of a function.
 pub struct Graph {
     name: String,
+    bytes: u64,
     inputs: Vec<Slot>,
     sessions: Vec<Mutex<Session>>,
     next: AtomicUsize,
@@ -75,10 +64,7 @@ pub struct Graph {
 
 impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph")
-            .field("name", &self.name)
-            .field("sessions", &self.sessions.len())
-            .finish()
+        f.debug_struct("Graph").field("name", &self.name).field("sessions", &self.sessions.len()).finish()
     }
 }
 
@@ -89,11 +75,7 @@ fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
             ty: ElementType::from_ort(*ty),
             shape: shape.iter().map(|&d| u32::try_from(d).ok()).collect(),
         },
-        _ => Slot {
-            name: name.to_owned(),
-            ty: None,
-            shape: Vec::new(),
-        },
+        _ => Slot { name: name.to_owned(), ty: None, shape: Vec::new() },
     }
 }
 
@@ -101,10 +83,7 @@ impl Graph {
     /// Loads `path` as the graph `name`.
     pub fn load(name: &str, path: &Path, options: GraphOptions) -> Result<Self, NnError> {
         super::init()?;
-        let load_error = |e: ort::Error| NnError::Load {
-            name: name.to_owned(),
-            message: e.to_string(),
-        };
+        let load_error = |e: ort::Error| NnError::Load { name: name.to_owned(), message: e.to_string() };
         let sessions = (0..options.sessions.max(1))
             .map(|_| {
                 Session::builder()
@@ -116,18 +95,10 @@ impl Graph {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let first = sessions[0].lock().expect("fresh mutex");
-        let inputs = first
-            .inputs
-            .iter()
-            .map(|i| slot(&i.name, &i.input_type))
-            .collect();
+        let inputs = first.inputs.iter().map(|i| slot(&i.name, &i.input_type)).collect();
         drop(first);
-        Ok(Graph {
-            name: name.to_owned(),
-            inputs,
-            sessions,
-            next: AtomicUsize::new(0),
-        })
+        let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, next: AtomicUsize::new(0) })
     }
 
     /// The graph's name.
@@ -141,20 +112,11 @@ impl Graph {
         self.check(&inputs)?;
         let values = inputs
             .iter()
-            .map(|(name, t)| {
-                t.to_ort().map(|v| {
-                    (
-                        Cow::Borrowed(name.as_str()),
-                        SessionInputValue::from(v.into_dyn()),
-                    )
-                })
-            })
+            .map(|(name, t)| t.to_ort().map(|v| (Cow::Borrowed(name.as_str()), SessionInputValue::from(v.into_dyn()))))
             .collect::<ort::Result<Vec<_>>>()
             .map_err(|e| self.run_error(e.to_string()))?;
         let mut session = self.session();
-        let outputs = session
-            .run(values)
-            .map_err(|e| self.run_error(e.to_string()))?;
+        let outputs = session.run(values).map_err(|e| self.run_error(e.to_string()))?;
         outputs
             .iter()
             .map(|(name, value)| Tensor::from_ort(&value).map(|t| (name.to_owned(), t)))
@@ -167,35 +129,22 @@ impl Graph {
         let n = self.sessions.len();
         (0..n)
             .find_map(|i| self.sessions[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| {
-                self.sessions[start % n]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            })
+            .unwrap_or_else(|| self.sessions[start % n].lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn run_error(&self, message: String) -> NnError {
-        NnError::Run {
-            graph: self.name.clone(),
-            message,
-        }
+        NnError::Run { graph: self.name.clone(), message }
     }
 
     fn invalid(&self, message: String) -> NnError {
-        NnError::InvalidInput {
-            graph: self.name.clone(),
-            message,
-        }
+        NnError::InvalidInput { graph: self.name.clone(), message }
     }
 
     fn check(&self, inputs: &[(String, Tensor)]) -> Result<(), NnError> {
         for (name, tensor) in inputs {
             let Some(slot) = self.inputs.iter().find(|s| &s.name == name) else {
                 let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-                return Err(self.invalid(format!(
-                    "no input `{name}`; inputs are {}",
-                    names.join(", ")
-                )));
+                return Err(self.invalid(format!("no input `{name}`; inputs are {}", names.join(", "))));
             };
             if tensor.data.len() as u64 != tensor.expected_bytes() {
                 return Err(self.invalid(format!(
@@ -215,11 +164,7 @@ impl Graph {
                 )));
             }
         }
-        if let Some(missing) = self
-            .inputs
-            .iter()
-            .find(|s| !inputs.iter().any(|(n, _)| n == &s.name))
-        {
+        if let Some(missing) = self.inputs.iter().find(|s| !inputs.iter().any(|(n, _)| n == &s.name)) {
             return Err(self.invalid(format!("missing input {}", missing.describe())));
         }
         Ok(())
@@ -241,10 +186,7 @@ impl Graphs {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "onnx") && path.is_file() {
-                let name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let graph = Graph::load(&name, &path, options)?;
                 graphs.insert(name, Arc::new(graph));
             }
@@ -255,6 +197,21 @@ impl Graphs {
     /// The graph called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Graph>> {
         self.0.get(name)
+    }
+
+    /// How many graphs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Total size of the model files (one session's worth).
+    pub fn model_bytes(&self) -> u64 {
+        self.0.values().map(|g| g.bytes).sum()
     }
 
     /// Graph names, sorted.

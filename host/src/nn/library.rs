@@ -17,37 +17,22 @@ fn candidates() -> Vec<PathBuf> {
         .iter()
         .filter_map(|var| std::env::var_os(var).map(PathBuf::from))
         .collect();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(PathBuf::from))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(PathBuf::from)) {
         out.push(dir.join(FILE_NAME));
     }
-    out.push(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.build/onnxruntime")
-            .join(FILE_NAME),
-    );
+    out.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.build/onnxruntime").join(FILE_NAME));
     out
 }
 
 /// The library that [`init`] loads.
 pub fn library_path() -> Result<PathBuf, NnError> {
     let candidates = candidates();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            NnError::Library(format!(
-                "not found (looked at {}); run `make build` or set NIMBUS_ORT_LIB",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        NnError::Library(format!(
+            "not found (looked at {}); run `make build` or set NIMBUS_ORT_LIB",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 /// Loads ONNX Runtime once per process; later calls return the first result.

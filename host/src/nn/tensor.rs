@@ -74,13 +74,7 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tensor({:?} {:?}, {} bytes)",
-            self.ty,
-            self.dims,
-            self.data.len()
-        )
+        write!(f, "Tensor({:?} {:?}, {} bytes)", self.ty, self.dims, self.data.len())
     }
 }
 
@@ -108,11 +102,7 @@ impl Tensor {
             // SAFETY: ONNX Runtime allocated exactly `expected_bytes` for this
             // shape and type, and the caller checked `data` has that length.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.data.as_ptr(),
-                    value.data_ptr_mut().cast::<u8>(),
-                    self.data.len(),
-                );
+                std::ptr::copy_nonoverlapping(self.data.as_ptr(), value.data_ptr_mut().cast::<u8>(), self.data.len());
             }
         }
         Ok(value)
@@ -122,27 +112,18 @@ impl Tensor {
         let ort::value::ValueType::Tensor { ty, shape, .. } = value.dtype() else {
             return Err(format!("output is a {}, not a tensor", value.dtype()));
         };
-        let ty = ElementType::from_ort(*ty)
-            .ok_or_else(|| format!("element type {ty} has no wasi-nn equivalent"))?;
+        let ty = ElementType::from_ort(*ty).ok_or_else(|| format!("element type {ty} has no wasi-nn equivalent"))?;
         let dims = shape
             .iter()
             .map(|&d| u32::try_from(d).map_err(|_| format!("dimension {d} does not fit wasi-nn")))
             .collect::<Result<Vec<u32>, String>>()?;
-        let mut tensor = Tensor {
-            dims,
-            ty,
-            data: Vec::new(),
-        };
+        let mut tensor = Tensor { dims, ty, data: Vec::new() };
         let bytes = tensor.expected_bytes() as usize;
         if bytes > 0 {
-            let tensor_ref = value
-                .downcast_ref::<ort::value::DynTensorValueType>()
-                .map_err(|e| e.to_string())?;
+            let tensor_ref = value.downcast_ref::<ort::value::DynTensorValueType>().map_err(|e| e.to_string())?;
             // SAFETY: a CPU tensor of this shape and type holds exactly
             // `bytes` contiguous bytes at its data pointer.
-            tensor.data =
-                unsafe { std::slice::from_raw_parts(tensor_ref.data_ptr().cast::<u8>(), bytes) }
-                    .to_vec();
+            tensor.data = unsafe { std::slice::from_raw_parts(tensor_ref.data_ptr().cast::<u8>(), bytes) }.to_vec();
         }
         Ok(tensor)
     }

@@ -2,6 +2,7 @@
 //! arrive from users (JSON or `nimbus.toml`), so every check names the
 //! field, the allowed range and what was sent.
 
+use crate::pool::Scaling;
 use crate::runtime::FunctionSpec;
 use crate::runtime::limits::{self, MemoryTier};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,10 @@ pub struct FunctionConfig {
     pub payload_limit_bytes: u64,
     /// Environment variables the handler sees.
     pub env: BTreeMap<String, String>,
+    /// Idle seconds before scaling to zero (server default when absent).
+    pub idle_timeout_s: Option<u64>,
+    /// Milliseconds a request over max concurrency waits before a 429.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for FunctionConfig {
@@ -40,6 +45,8 @@ impl Default for FunctionConfig {
             timeout_s: 60,
             payload_limit_bytes: DEFAULT_PAYLOAD_LIMIT,
             env: BTreeMap::new(),
+            idle_timeout_s: None,
+            queue_timeout_ms: 1000,
         }
     }
 }
@@ -50,10 +57,7 @@ impl FunctionConfig {
         MemoryTier::new(self.memory_mb).map_err(|e| format!("memory_mb: {e}"))?;
         limits::timeout(self.timeout_s).map_err(|e| format!("timeout_s: {e}"))?;
         if !(1..=200).contains(&self.max_concurrency) {
-            return Err(format!(
-                "max_concurrency must be between 1 and 200; got {}",
-                self.max_concurrency
-            ));
+            return Err(format!("max_concurrency must be between 1 and 200; got {}", self.max_concurrency));
         }
         if self.provisioned_concurrency > self.max_concurrency {
             return Err(format!(
@@ -67,11 +71,13 @@ impl FunctionConfig {
                 self.payload_limit_bytes
             ));
         }
-        if let Some(key) = self
-            .env
-            .keys()
-            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        {
+        if self.idle_timeout_s == Some(0) {
+            return Err("idle_timeout_s must be at least 1".into());
+        }
+        if self.queue_timeout_ms > 60_000 {
+            return Err(format!("queue_timeout_ms must be at most 60000; got {}", self.queue_timeout_ms));
+        }
+        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
             return Err(format!("env: `{key}` is not a valid variable name"));
         }
         Ok(())
@@ -82,12 +88,20 @@ impl FunctionConfig {
         FunctionSpec {
             memory: MemoryTier::new(self.memory_mb).unwrap_or_default(),
             timeout: Duration::from_secs(self.timeout_s),
-            env: self
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             sessions: (self.max_concurrency as usize).min(sessions_cap()),
+        }
+    }
+}
+
+impl FunctionConfig {
+    /// How the function's pool scales; `idle_default` when unset.
+    pub fn scaling(&self, idle_default: Duration) -> Scaling {
+        Scaling {
+            max_concurrency: self.max_concurrency,
+            provisioned: self.provisioned_concurrency,
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+            idle_timeout: self.idle_timeout_s.map_or(idle_default, Duration::from_secs),
         }
     }
 }
@@ -96,6 +110,24 @@ impl FunctionConfig {
 /// memory, since each session already uses the tier's threads.
 fn sessions_cap() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Checks that the models fit the memory tier: each graph is held by
+/// every one of its sessions.
+pub fn check_fits(model_bytes: u64, config: &FunctionConfig) -> Result<(), String> {
+    let sessions = config.spec().sessions as u64;
+    let need = model_bytes * sessions;
+    let tier = u64::from(config.memory_mb) << 20;
+    if need > tier {
+        return Err(format!(
+            "the models need {} MB ({} MB of .onnx files x {sessions} sessions) but the memory tier is {} MB; \
+             choose a larger memory_mb or a lower max_concurrency",
+            need >> 20,
+            model_bytes >> 20,
+            config.memory_mb
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a function name: 1-63 letters, digits and hyphens, starting and
@@ -129,37 +161,24 @@ mod tests {
     }
 
     #[test]
+    fn models_must_fit_the_tier() {
+        let config = FunctionConfig { memory_mb: 1024, max_concurrency: 1, ..Default::default() };
+        assert!(check_fits(900 << 20, &config).is_ok());
+        let err = check_fits(1100 << 20, &config).unwrap_err();
+        assert!(err.contains("need 1100 MB") && err.contains("memory tier is 1024 MB"), "{err}");
+    }
+
+    #[test]
     fn config_ranges_are_checked() {
         assert!(FunctionConfig::default().validate().is_ok());
         let bad = [
-            FunctionConfig {
-                memory_mb: 1000,
-                ..Default::default()
-            },
-            FunctionConfig {
-                max_concurrency: 0,
-                ..Default::default()
-            },
-            FunctionConfig {
-                max_concurrency: 201,
-                ..Default::default()
-            },
-            FunctionConfig {
-                provisioned_concurrency: 21,
-                ..Default::default()
-            },
-            FunctionConfig {
-                timeout_s: 0,
-                ..Default::default()
-            },
-            FunctionConfig {
-                timeout_s: 61,
-                ..Default::default()
-            },
-            FunctionConfig {
-                payload_limit_bytes: 0,
-                ..Default::default()
-            },
+            FunctionConfig { memory_mb: 1000, ..Default::default() },
+            FunctionConfig { max_concurrency: 0, ..Default::default() },
+            FunctionConfig { max_concurrency: 201, ..Default::default() },
+            FunctionConfig { provisioned_concurrency: 21, ..Default::default() },
+            FunctionConfig { timeout_s: 0, ..Default::default() },
+            FunctionConfig { timeout_s: 61, ..Default::default() },
+            FunctionConfig { payload_limit_bytes: 0, ..Default::default() },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");

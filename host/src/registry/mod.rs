@@ -14,12 +14,12 @@ mod record;
 pub use config::{DEFAULT_PAYLOAD_LIMIT, FunctionConfig, validate_name};
 pub use record::{Artifact, Bundle, FunctionRecord};
 
-use crate::runtime::{ComponentCache, Function, LoadError, Runtime};
+use crate::pool::{Loader, Pool};
+use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
 use crate::store::{Digest, Store, StoreError};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long an unreferenced blob survives by default, so uploads for a
 /// deploy still in flight are not collected.
@@ -45,25 +45,12 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-/// Counters of one function version.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Requests received.
-    pub invocations: AtomicU64,
-    /// Requests answered with a 4xx status.
-    pub errors_4xx: AtomicU64,
-    /// Requests answered with a 5xx status.
-    pub errors_5xx: AtomicU64,
-}
-
 /// A live function version.
 pub struct Deployed {
     /// What is stored.
     pub record: FunctionRecord,
-    /// The ready function.
-    pub function: Arc<Function>,
-    /// Request counters.
-    pub counters: Counters,
+    /// Its instances and metrics.
+    pub pool: Arc<Pool>,
 }
 
 /// Names to live functions, over the store.
@@ -73,33 +60,51 @@ pub struct Registry {
     cache: ComponentCache,
     live: RwLock<HashMap<String, Arc<Deployed>>>,
     deploys: tokio::sync::Mutex<()>,
-    blob_grace: Duration,
+    options: Options,
+}
+
+/// Server-wide registry settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Unreferenced blobs younger than this are kept.
+    pub blob_grace: Duration,
+    /// Idle time before a function scales to zero, unless it sets its own.
+    pub idle_timeout: Duration,
+    /// Sum of memory tiers of loaded functions above which the least
+    /// recently used idle ones are scaled to zero, in MB.
+    pub memory_budget_mb: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            blob_grace: DEFAULT_BLOB_GRACE,
+            idle_timeout: Duration::from_secs(300),
+            memory_budget_mb: host_memory_mb() * 4 / 5,
+        }
+    }
+}
+
+/// The host's memory in MB (from /proc/meminfo; 16 GiB if unreadable).
+pub fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(16 << 10, |kb| kb >> 10)
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Registry {
     /// Opens the registry and loads every stored function. A function that
     /// no longer loads is logged and skipped, not fatal.
-    /// Unreferenced blobs younger than `blob_grace` are kept.
-    pub async fn open(
-        store: Arc<Store>,
-        runtime: Arc<Runtime>,
-        blob_grace: Duration,
-    ) -> Result<Self, RegistryError> {
+    /// Opens the registry over `store`.
+    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
-        let registry = Registry {
-            store,
-            runtime,
-            cache,
-            live: RwLock::default(),
-            deploys: tokio::sync::Mutex::new(()),
-            blob_grace,
-        };
+        let registry =
+            Registry { store, runtime, cache, live: RwLock::default(), deploys: tokio::sync::Mutex::new(()), options };
         for (name, bytes) in registry.store.records()? {
             let record: FunctionRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
@@ -129,49 +134,27 @@ impl Registry {
 
     /// Every live function, sorted by name.
     pub fn list(&self) -> Vec<Arc<Deployed>> {
-        let mut all: Vec<_> = self
-            .live
-            .read()
-            .expect("registry lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<_> = self.live.read().expect("registry lock").values().cloned().collect();
         all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         all
     }
 
     /// Creates or updates `name` from `bundle`; returns the new record.
-    pub async fn deploy(
-        &self,
-        name: &str,
-        mut bundle: Bundle,
-    ) -> Result<FunctionRecord, RegistryError> {
+    pub async fn deploy(&self, name: &str, mut bundle: Bundle) -> Result<FunctionRecord, RegistryError> {
         validate_name(name).map_err(RegistryError::InvalidName)?;
-        bundle
-            .config
-            .validate()
-            .map_err(RegistryError::InvalidBundle)?;
-        let wasm_size = self
-            .store
-            .blobs
-            .size(&bundle.wasm)
-            .ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
+        bundle.config.validate().map_err(RegistryError::InvalidBundle)?;
+        let wasm_size = self.store.blobs.size(&bundle.wasm).ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
         bundle.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
         let mut seen = HashSet::new();
         for a in &mut bundle.artifacts {
             record::validate_artifact_path(&a.path).map_err(RegistryError::InvalidBundle)?;
             if !seen.insert(a.path.clone()) {
-                return Err(RegistryError::InvalidBundle(format!(
-                    "artifact path `{}` appears twice",
-                    a.path
-                )));
+                return Err(RegistryError::InvalidBundle(format!("artifact path `{}` appears twice", a.path)));
             }
-            a.size = self
-                .store
-                .blobs
-                .size(&a.digest)
-                .ok_or(StoreError::MissingBlob(a.digest.clone()))?;
+            a.size = self.store.blobs.size(&a.digest).ok_or(StoreError::MissingBlob(a.digest.clone()))?;
         }
+        let model_bytes: u64 = bundle.artifacts.iter().filter(|a| a.path.ends_with(".onnx")).map(|a| a.size).sum();
+        config::check_fits(model_bytes, &bundle.config).map_err(RegistryError::InvalidBundle)?;
         let _serial = self.deploys.lock().await;
         let previous = self.get(name).map(|d| d.record.clone());
         let record = FunctionRecord {
@@ -188,10 +171,7 @@ impl Registry {
         let deployed = self.load(&record).await?;
         let bytes = serde_json::to_vec(&record).expect("records serialize");
         self.store.put_record(name, &bytes)?;
-        self.live
-            .write()
-            .expect("registry lock")
-            .insert(name.to_owned(), Arc::new(deployed));
+        self.live.write().expect("registry lock").insert(name.to_owned(), Arc::new(deployed));
         tracing::info!(function = name, version = record.version, "deployed");
         self.collect_garbage();
         Ok(record)
@@ -211,38 +191,29 @@ impl Registry {
 
     async fn activate(&self, record: FunctionRecord) -> Result<(), RegistryError> {
         let deployed = self.load(&record).await?;
-        self.live
-            .write()
-            .expect("registry lock")
-            .insert(record.name.clone(), Arc::new(deployed));
+        self.live.write().expect("registry lock").insert(record.name.clone(), Arc::new(deployed));
         Ok(())
     }
 
     async fn load(&self, record: &FunctionRecord) -> Result<Deployed, RegistryError> {
-        let files: Vec<(String, Digest)> = record
-            .artifacts
-            .iter()
-            .map(|a| (a.path.clone(), a.digest.clone()))
-            .collect();
-        let dir = self
-            .store
-            .blobs
-            .materialize(&record.artifacts_digest, &files)?;
-        let wasm = std::fs::read(self.store.blobs.path(&record.wasm)).map_err(StoreError::from)?;
-        let function = Function::load(
-            &self.runtime,
-            &record.name,
-            &wasm,
-            &dir,
-            record.config.spec(),
-            &self.cache,
-        )
-        .await?;
-        Ok(Deployed {
-            record: record.clone(),
-            function: Arc::new(function),
-            counters: Counters::default(),
-        })
+        let files: Vec<(String, Digest)> =
+            record.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
+        let dir = self.store.blobs.materialize(&record.artifacts_digest, &files)?;
+        let source = Source {
+            wasm: self.store.blobs.path(&record.wasm),
+            wasm_digest: record.wasm.as_str().to_owned(),
+            artifacts: dir,
+            artifacts_digest: record.artifacts_digest.as_str().to_owned(),
+        };
+        let loader = Loader {
+            runtime: self.runtime.clone(),
+            name: record.name.clone(),
+            source,
+            spec: record.config.spec(),
+            cache: self.cache.clone(),
+        };
+        let pool = Pool::start(loader, record.config.scaling(self.options.idle_timeout)).await?;
+        Ok(Deployed { record: record.clone(), pool })
     }
 
     /// Removes blobs and artifact folders no stored record references
@@ -261,22 +232,36 @@ impl Registry {
             keep.insert(r.artifacts_digest);
             keep.extend(r.artifacts.into_iter().map(|a| a.digest));
         }
-        match self.store.blobs.retain(&keep, self.blob_grace) {
+        match self.store.blobs.retain(&keep, self.options.blob_grace) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "collected unreferenced blobs"),
             Err(e) => tracing::warn!("blob collection failed: {e}"),
         }
     }
-}
 
-impl Counters {
-    /// Counts one answered request by its status code.
-    pub fn record(&self, status: u16) {
-        self.invocations.fetch_add(1, Ordering::Relaxed);
-        match status {
-            400..=499 => self.errors_4xx.fetch_add(1, Ordering::Relaxed),
-            500..=599 => self.errors_5xx.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+    /// Scales idle functions down (see [`Pool::reap`]), then, while the
+    /// loaded functions' tiers add up past the memory budget, scales the
+    /// least recently used idle ones to zero. Call it periodically.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let pools: Vec<Arc<Pool>> = self.list().iter().map(|d| d.pool.clone()).collect();
+        for pool in &pools {
+            pool.reap(now);
+        }
+        let loaded = |p: &&Arc<Pool>| p.gauges().loaded;
+        let mut used: u64 = pools.iter().filter(loaded).map(|p| u64::from(p.memory_mb())).sum();
+        if used <= self.options.memory_budget_mb {
+            return;
+        }
+        let mut by_age: Vec<&Arc<Pool>> = pools.iter().filter(loaded).collect();
+        by_age.sort_by_key(|p| p.last_used());
+        for pool in by_age {
+            if used <= self.options.memory_budget_mb {
+                break;
+            }
+            if pool.scale_to_zero() {
+                used -= u64::from(pool.memory_mb());
+            }
+        }
     }
 }

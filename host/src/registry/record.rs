@@ -60,18 +60,10 @@ pub struct FunctionRecord {
 pub fn validate_artifact_path(path: &str) -> Result<(), String> {
     let ok = !path.is_empty()
         && !path.starts_with('/')
-        && path
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
         && !path.contains('\\')
         && !path.contains('\0');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "artifact path `{path}` must be relative, without `..` or empty segments"
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("artifact path `{path}` must be relative, without `..` or empty segments")) }
 }
 
 /// The digest of an artifact set: its sorted (path, digest) pairs.

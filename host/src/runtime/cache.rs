@@ -27,25 +27,24 @@ impl ComponentCache {
     /// The user's default cache: `$NIMBUS_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/nimbus`, else `~/.cache/nimbus`.
     pub fn user_default() -> Self {
-        let dir = std::env::var_os("NIMBUS_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                std::env::var_os("XDG_CACHE_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("nimbus")
-            });
+        let dir = std::env::var_os("NIMBUS_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("nimbus")
+        });
         ComponentCache::new(dir)
     }
 
-    /// The key of a snapshot of `wasm` over artifacts with digest
-    /// `artifacts` and environment `env`, on `engine`.
-    pub fn key(engine: &Engine, wasm: &[u8], artifacts: &str, env: &[(String, String)]) -> String {
+    /// The key of a snapshot of the handler with digest `wasm` over
+    /// artifacts with digest `artifacts` and environment `env`, on `engine`.
+    pub fn key(engine: &Engine, wasm: &str, artifacts: &str, env: &[(String, String)]) -> String {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut compat);
         let mut h = Sha256::new();
-        h.update(Sha256::digest(wasm));
+        h.update(wasm.as_bytes());
+        h.update([0]);
         h.update(artifacts.as_bytes());
         for (k, v) in env {
             h.update(format!("{}={}\0", k.len(), k).as_bytes());
@@ -79,18 +78,13 @@ impl ComponentCache {
 
     /// Precompiles `wasm`, stores it under `key` and loads it back mapped.
     pub fn store(&self, engine: &Engine, key: &str, wasm: &[u8]) -> Result<Component, LoadError> {
-        let bytes = engine
-            .precompile_component(wasm)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let io = |e: std::io::Error| {
-            LoadError::Internal(format!("component cache {}: {e}", self.dir.display()))
-        };
+        let bytes = engine.precompile_component(wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let io = |e: std::io::Error| LoadError::Internal(format!("component cache {}: {e}", self.dir.display()));
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
         std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
         tmp.persist(self.path(key)).map_err(|e| io(e.error))?;
-        self.load(engine, key)
-            .ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
+        self.load(engine, key).ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
     }
 }
 

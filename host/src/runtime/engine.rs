@@ -37,9 +37,7 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("pooling", &self.pooling)
-            .finish()
+        f.debug_struct("Runtime").field("pooling", &self.pooling).finish()
     }
 }
 
@@ -69,9 +67,7 @@ impl Runtime {
         let (engine, pooling) = match Engine::new(&config(true)) {
             Ok(engine) => (engine, true),
             Err(e) => {
-                tracing::warn!(
-                    "pooling allocator unavailable ({e}); allocating instances on demand"
-                );
+                tracing::warn!("pooling allocator unavailable ({e}); allocating instances on demand");
                 (Engine::new(&config(false))?, false)
             }
         };
@@ -85,14 +81,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut init_linker)?;
         super::bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut init_linker, |s| s)?;
         let ticker = EpochTicker::start(vec![engine.clone(), init_engine.clone()]);
-        Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            init_engine,
-            init_linker,
-            pooling,
-            _ticker: ticker,
-        }))
+        Ok(Arc::new(Runtime { engine, linker, init_engine, init_linker, pooling, _ticker: ticker }))
     }
 
     /// Whether instances come from the pooling allocator.
@@ -125,10 +114,7 @@ impl EpochTicker {
                 }
             })
             .expect("spawn epoch thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
+        EpochTicker { stop, thread: Some(thread) }
     }
 }
 

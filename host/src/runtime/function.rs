@@ -34,12 +34,7 @@ pub struct FunctionSpec {
 
 impl Default for FunctionSpec {
     fn default() -> Self {
-        FunctionSpec {
-            memory: MemoryTier::DEFAULT,
-            timeout: Duration::from_secs(60),
-            env: Vec::new(),
-            sessions: 1,
-        }
+        FunctionSpec { memory: MemoryTier::DEFAULT, timeout: Duration::from_secs(60), env: Vec::new(), sessions: 1 }
     }
 }
 
@@ -55,70 +50,51 @@ pub struct Function {
 
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Function")
-            .field("name", &self.name)
-            .field("spec", &self.spec)
-            .finish()
+        f.debug_struct("Function").field("name", &self.name).field("spec", &self.spec).finish()
     }
 }
 
 impl Function {
     /// Loads a handler with its artifact folder: graphs, snapshot (or the
-    /// cached precompiled one), instance template, first instantiation.
+    /// cached precompiled one, found by the source's digests without reading
+    /// the handler), instance template, first instantiation.
     pub async fn load(
         runtime: &Arc<Runtime>,
         name: &str,
-        wasm: &[u8],
-        artifacts: &Path,
+        source: &Source,
         spec: FunctionSpec,
         cache: &ComponentCache,
     ) -> Result<Self, LoadError> {
-        let dir = artifacts.to_path_buf();
-        let options = GraphOptions {
-            threads: spec.memory.threads(),
-            sessions: spec.sessions,
-        };
-        let (graphs, digest) = tokio::task::spawn_blocking(move || {
-            let digest = digest_dir(&dir)
-                .map_err(|e| LoadError::Artifacts(format!("{}: {e}", dir.display())))?;
-            Ok::<_, LoadError>((Graphs::load_dir(&dir, options)?, digest))
-        })
-        .await
-        .map_err(|e| LoadError::Internal(e.to_string()))??;
+        let dir = source.artifacts.clone();
+        let options = GraphOptions { threads: spec.memory.threads(), sessions: spec.sessions };
+        let graphs = tokio::task::spawn_blocking(move || Graphs::load_dir(&dir, options))
+            .await
+            .map_err(|e| LoadError::Internal(e.to_string()))??;
         let graphs = Arc::new(graphs);
-        let store_spec = StoreSpec {
-            artifacts,
-            env: &spec.env,
-            graphs: &graphs,
-            memory: spec.memory,
-        };
-        let key = ComponentCache::key(&runtime.engine, wasm, &digest, &spec.env);
+        let key = ComponentCache::key(&runtime.engine, &source.wasm_digest, &source.artifacts_digest, &spec.env);
         let component = match cache.load(&runtime.engine, &key) {
             Some(component) => component,
             None => {
-                let snapshot = snapshot::snapshot(runtime, name, wasm, &store_spec).await?;
+                let wasm = std::fs::read(&source.wasm)
+                    .map_err(|e| LoadError::Artifacts(format!("{}: {e}", source.wasm.display())))?;
+                let store_spec =
+                    StoreSpec { artifacts: &source.artifacts, env: &spec.env, graphs: &graphs, memory: spec.memory };
+                let snapshot = snapshot::snapshot(runtime, name, &wasm, &store_spec).await?;
                 cache.store(&runtime.engine, &key, &snapshot)?
             }
         };
-        let pre = runtime
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
+        let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
-        let function = Function {
+        let function = Arc::new(Function {
             name: name.to_owned(),
             runtime: runtime.clone(),
             pre,
             graphs,
             spec,
-            artifacts: artifacts.to_path_buf(),
-        };
-        drop(
-            function
-                .instance()
-                .map_err(|e| LoadError::Internal(e.to_string()))?,
-        );
-        Ok(function)
+            artifacts: source.artifacts.clone(),
+        });
+        drop(function.instance().map_err(|e| LoadError::Internal(e.to_string()))?);
+        Ok(Arc::into_inner(function).expect("no other reference yet"))
     }
 
     /// The function's name.
@@ -132,14 +108,25 @@ impl Function {
     }
 
     /// A fresh instance from the snapshot, ready for one request.
-    pub fn instance(&self) -> Result<Instance<'_>, InvokeError> {
-        Instance::new(self)
+    pub fn instance(self: &Arc<Self>) -> Result<Instance, InvokeError> {
+        Instance::new(self.clone())
     }
 
     /// Serves one request in a fresh instance. Blocks: call it from a
     /// blocking thread, or use [`Function::call`] from async code.
-    pub fn invoke(&self, request: &Request) -> Result<Response, InvokeError> {
+    pub fn invoke(self: &Arc<Self>, request: &Request) -> Result<Response, InvokeError> {
         self.instance()?.handle(request)
+    }
+
+    /// ONNX Runtime sessions this function holds.
+    pub fn sessions(&self) -> usize {
+        self.graphs.len() * self.spec.sessions
+    }
+
+    /// Bytes of model files this function's sessions hold (an estimate of
+    /// the ONNX Runtime memory it keeps while warm).
+    pub fn model_bytes(&self) -> u64 {
+        self.graphs.model_bytes() * self.spec.sessions as u64
     }
 
     /// [`Function::invoke`] on tokio's blocking pool (guest code and ONNX
@@ -151,14 +138,39 @@ impl Function {
             let instance = function.instance()?;
             let instantiate = start.elapsed();
             let response = instance.handle(&request)?;
-            Ok(Invoked {
-                response,
-                instantiate,
-                handle: start.elapsed() - instantiate,
-            })
+            Ok(Invoked { response, instantiate, handle: start.elapsed() - instantiate })
         })
         .await
         .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
+    }
+}
+
+/// Where a function's code and artifacts come from, named by content so
+/// a cached snapshot is found without reading or hashing the bytes.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The handler component.
+    pub wasm: PathBuf,
+    /// sha256 of the handler, hex.
+    pub wasm_digest: String,
+    /// The artifact folder (mounted at `/model`).
+    pub artifacts: PathBuf,
+    /// A digest of the artifact folder's names and contents.
+    pub artifacts_digest: String,
+}
+
+impl Source {
+    /// Hashes the handler and the artifact folder.
+    pub fn hash(wasm: &Path, artifacts: &Path) -> Result<Self, LoadError> {
+        let bytes = std::fs::read(wasm).map_err(|e| LoadError::Artifacts(format!("{}: {e}", wasm.display())))?;
+        let artifacts_digest =
+            digest_dir(artifacts).map_err(|e| LoadError::Artifacts(format!("{}: {e}", artifacts.display())))?;
+        Ok(Source {
+            wasm: wasm.to_path_buf(),
+            wasm_digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            artifacts: artifacts.to_path_buf(),
+            artifacts_digest,
+        })
     }
 }
 

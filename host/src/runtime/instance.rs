@@ -10,17 +10,18 @@ use super::engine::ticks;
 use super::function::Function;
 use super::state::{State, StoreSpec};
 use super::{InvokeError, Request, Response, explain_trap};
+use std::sync::Arc;
 use wasmtime::Store;
 
 /// A fresh, initialized instance of a function.
-pub struct Instance<'f> {
-    function: &'f Function,
+pub struct Instance {
+    function: Arc<Function>,
     store: Store<State>,
     handler: Handler,
 }
 
-impl<'f> Instance<'f> {
-    pub(crate) fn new(function: &'f Function) -> Result<Self, InvokeError> {
+impl Instance {
+    pub(crate) fn new(function: Arc<Function>) -> Result<Self, InvokeError> {
         let spec = StoreSpec {
             artifacts: &function.artifacts,
             env: &function.spec.env,
@@ -31,15 +32,8 @@ impl<'f> Instance<'f> {
         let mut store = Store::new(&function.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(function.spec.timeout));
-        let handler = function
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
-        Ok(Instance {
-            function,
-            store,
-            handler,
-        })
+        let handler = function.pre.instantiate(&mut store).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
+        Ok(Instance { function, store, handler })
     }
 
     /// Serves the request; consumes the instance.
@@ -49,26 +43,16 @@ impl<'f> Instance<'f> {
         match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(GuestError::BadInput(m))) => Err(InvokeError::BadInput(m)),
-            Ok(Err(GuestError::UnsupportedMediaType(m))) => {
-                Err(InvokeError::UnsupportedMediaType(m))
-            }
+            Ok(Err(GuestError::UnsupportedMediaType(m))) => Err(InvokeError::UnsupportedMediaType(m)),
             Ok(Err(GuestError::NotAcceptable(m))) => Err(InvokeError::NotAcceptable(m)),
             Ok(Err(GuestError::Failed(m))) => Err(InvokeError::Failed(m)),
-            Err(e) => Err(InvokeError::from_trap(
-                &e,
-                stderr,
-                self.function.spec.timeout,
-            )),
+            Err(e) => Err(InvokeError::from_trap(&e, stderr, self.function.spec.timeout)),
         }
     }
 }
 
 impl InvokeError {
-    fn from_trap(
-        e: &wasmtime::Error,
-        stderr: Option<String>,
-        timeout: std::time::Duration,
-    ) -> Self {
+    fn from_trap(e: &wasmtime::Error, stderr: Option<String>, timeout: std::time::Duration) -> Self {
         if let Some(m) = e.downcast_ref::<super::limits::MemoryExceeded>() {
             return InvokeError::MemoryExceeded(*m);
         }

@@ -90,10 +90,7 @@ pub fn timeout(seconds: u64) -> Result<Duration, LimitError> {
     if (1..=MAX_TIMEOUT.as_secs()).contains(&seconds) {
         Ok(Duration::from_secs(seconds))
     } else {
-        Err(LimitError::Timeout {
-            max: MAX_TIMEOUT.as_secs(),
-            got: seconds,
-        })
+        Err(LimitError::Timeout { max: MAX_TIMEOUT.as_secs(), got: seconds })
     }
 }
 
@@ -119,28 +116,14 @@ impl Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.tier.guest_bytes() {
-            return Err(MemoryExceeded {
-                tier_mb: self.tier.mb(),
-                asked_mb: (desired >> 20) as u64,
-            }
-            .into());
+            return Err(MemoryExceeded { tier_mb: self.tier.mb(), asked_mb: (desired >> 20) as u64 }.into());
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }

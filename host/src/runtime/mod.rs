@@ -21,7 +21,7 @@ mod wasi_nn;
 pub use bindings::{Request, Response};
 pub use cache::{ComponentCache, digest_dir};
 pub use engine::Runtime;
-pub use function::{Function, FunctionSpec, Invoked};
+pub use function::{Function, FunctionSpec, Invoked, Source};
 pub use instance::Instance;
 pub use limits::{MemoryExceeded, MemoryTier};
 
@@ -82,10 +82,7 @@ pub enum InvokeError {
 /// A trap's message: the guest's last stderr line (a panic message, say)
 /// when there is one, then wasmtime's description of the trap.
 fn explain_trap(e: &wasmtime::Error, stderr: Option<String>) -> String {
-    let trap = e
-        .downcast_ref::<wasmtime::Trap>()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| format!("{e}"));
+    let trap = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{e}"));
     match stderr {
         Some(line) => format!("{line} ({trap})"),
         None => trap,

@@ -37,10 +37,7 @@ pub(crate) async fn snapshot(
     spec: &StoreSpec<'_>,
 ) -> Result<Vec<u8>, LoadError> {
     check_header(wasm)?;
-    let mut store = Store::new(
-        &rt.init_engine,
-        State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?,
-    );
+    let mut store = Store::new(&rt.init_engine, State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(ticks(INIT_TIMEOUT));
 
@@ -50,10 +47,7 @@ pub(crate) async fn snapshot(
         .init_func("init()")
         .keep_init_func(true)
         .run_component(&mut store, wasm, async |store, component| {
-            linker
-                .instantiate_async(store, component)
-                .await
-                .inspect_err(|e| link_error = Some(format!("{e:#}")))
+            linker.instantiate_async(store, component).await.inspect_err(|e| link_error = Some(format!("{e:#}")))
         })
         .await;
     let stderr = store.data().flush_logs(function);
@@ -64,10 +58,7 @@ pub(crate) async fn snapshot(
             return Err(if let Some(link) = link_error {
                 LoadError::NotAHandler(link)
             } else if message.contains("export the function `init()`") {
-                LoadError::NotAHandler(
-                    "it exports no `init`: wrap the handler in `nimbus_sdk::export_handler!`"
-                        .into(),
-                )
+                LoadError::NotAHandler("it exports no `init`: wrap the handler in `nimbus_sdk::export_handler!`".into())
             } else if message.contains("initialization function trapped") {
                 LoadError::Init(super::explain_trap(&e, stderr))
             } else {
@@ -84,8 +75,6 @@ pub(crate) async fn snapshot(
             Err(LoadError::Init(reason))
         }
         Some(Val::Result(Ok(_))) => Ok(snapshot),
-        _ => Err(LoadError::NotAHandler(
-            "`init` must have type `func() -> result<_, string>`".into(),
-        )),
+        _ => Err(LoadError::NotAHandler("`init` must have type `func() -> result<_, string>`".into())),
     }
 }

@@ -58,11 +58,7 @@ impl State {
     /// about a failure: a Rust panic's message, else its last line.
     pub(crate) fn flush_logs(&self, function: &str) -> Option<String> {
         let lines = |bytes: &[u8]| -> Vec<String> {
-            String::from_utf8_lossy(bytes)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect()
+            String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
         };
         for line in lines(&self.stdout.contents()) {
             tracing::info!(target: "guest", function, "{line}");
@@ -81,9 +77,6 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }

@@ -61,12 +61,7 @@ fn to_wit(t: ElementType) -> TensorType {
 }
 
 impl graph::Host for State {
-    fn load(
-        &mut self,
-        _: Vec<Vec<u8>>,
-        _: GraphEncoding,
-        _: ExecutionTarget,
-    ) -> NnResult<Resource<GraphHandle>> {
+    fn load(&mut self, _: Vec<Vec<u8>>, _: GraphEncoding, _: ExecutionTarget) -> NnResult<Resource<GraphHandle>> {
         self.nn_error(
             ErrorCode::Security,
             "loading a model from bytes is disabled: ship NAME.onnx in the function's artifacts and use load-by-name"
@@ -82,20 +77,14 @@ impl graph::Host for State {
             }
             None => {
                 let known = self.graphs.names().join(", ");
-                self.nn_error(
-                    ErrorCode::NotFound,
-                    format!("no graph `{name}`; this function has: {known}"),
-                )
+                self.nn_error(ErrorCode::NotFound, format!("no graph `{name}`; this function has: {known}"))
             }
         }
     }
 }
 
 impl graph::HostGraph for State {
-    fn init_execution_context(
-        &mut self,
-        graph: Resource<GraphHandle>,
-    ) -> NnResult<Resource<ContextHandle>> {
+    fn init_execution_context(&mut self, graph: Resource<GraphHandle>) -> NnResult<Resource<ContextHandle>> {
         let graph = self.table.get(&graph)?.0.clone();
         Ok(Ok(self.table.push(ContextHandle(graph))?))
     }
@@ -127,9 +116,7 @@ impl inference::HostGraphExecutionContext for State {
                     .collect::<wasmtime::Result<Vec<_>>>()?;
                 Ok(Ok(outputs))
             }
-            Err(e @ NnError::InvalidInput { .. }) => {
-                self.nn_error(ErrorCode::InvalidArgument, e.to_string())
-            }
+            Err(e @ NnError::InvalidInput { .. }) => self.nn_error(ErrorCode::InvalidArgument, e.to_string()),
             Err(e) => self.nn_error(ErrorCode::RuntimeError, e.to_string()),
         }
     }
@@ -143,17 +130,8 @@ impl inference::HostGraphExecutionContext for State {
 impl tensor::Host for State {}
 
 impl tensor::HostTensor for State {
-    fn new(
-        &mut self,
-        dims: Vec<u32>,
-        ty: TensorType,
-        data: Vec<u8>,
-    ) -> wasmtime::Result<Resource<Tensor>> {
-        Ok(self.table.push(Tensor {
-            dims,
-            ty: to_element(ty),
-            data,
-        })?)
+    fn new(&mut self, dims: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
+        Ok(self.table.push(Tensor { dims, ty: to_element(ty), data })?)
     }
 
     fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {

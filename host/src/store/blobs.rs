@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// A sha256 digest, as 64 lowercase hex characters.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
@@ -83,8 +81,7 @@ impl BlobStore {
         }
         // Uploads and folder builds cut short by a crash are never valid.
         for entry in std::fs::read_dir(&store.uploads)?.flatten() {
-            let _ = std::fs::remove_file(entry.path())
-                .or_else(|_| std::fs::remove_dir_all(entry.path()));
+            let _ = std::fs::remove_file(entry.path()).or_else(|_| std::fs::remove_dir_all(entry.path()));
         }
         Ok(store)
     }
@@ -106,12 +103,7 @@ impl BlobStore {
 
     /// Stores a stream of chunks under `expected`, at most `limit` bytes.
     /// Returns the size. Idempotent: an existing blob is left as it is.
-    pub async fn put_stream<S, E>(
-        &self,
-        expected: &Digest,
-        mut chunks: S,
-        limit: u64,
-    ) -> Result<u64, StoreError>
+    pub async fn put_stream<S, E>(&self, expected: &Digest, mut chunks: S, limit: u64) -> Result<u64, StoreError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -134,16 +126,11 @@ impl BlobStore {
         }
         let actual = Digest(hex::encode(hasher.finalize()));
         if &actual != expected {
-            return Err(StoreError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
         file.sync_all().await?;
         drop(file);
-        tmp_path
-            .persist(self.path(expected))
-            .map_err(|e| StoreError::Io(e.error))?;
+        tmp_path.persist(self.path(expected)).map_err(|e| StoreError::Io(e.error))?;
         sync_dir(&self.blobs)?;
         Ok(size)
     }
@@ -155,8 +142,7 @@ impl BlobStore {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.uploads)?;
             std::io::Write::write_all(&mut tmp, bytes)?;
             tmp.as_file().sync_all()?;
-            tmp.persist(self.path(&digest))
-                .map_err(|e| StoreError::Io(e.error))?;
+            tmp.persist(self.path(&digest)).map_err(|e| StoreError::Io(e.error))?;
             sync_dir(&self.blobs)?;
         }
         Ok(digest)
@@ -164,18 +150,12 @@ impl BlobStore {
 
     /// The folder holding `files` (relative path, blob) as hard links,
     /// named by `digest`; built once, then reused.
-    pub fn materialize(
-        &self,
-        digest: &Digest,
-        files: &[(String, Digest)],
-    ) -> Result<PathBuf, StoreError> {
+    pub fn materialize(&self, digest: &Digest, files: &[(String, Digest)]) -> Result<PathBuf, StoreError> {
         let dir = self.artifacts.join(digest.as_str());
         if dir.is_dir() {
             return Ok(dir);
         }
-        let staging = tempfile::Builder::new()
-            .prefix("artifacts-")
-            .tempdir_in(&self.uploads)?;
+        let staging = tempfile::Builder::new().prefix("artifacts-").tempdir_in(&self.uploads)?;
         for (rel, blob) in files {
             let source = self.path(blob);
             if !source.is_file() {
@@ -185,8 +165,7 @@ impl BlobStore {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::hard_link(&source, &target)
-                .or_else(|_| std::fs::copy(&source, &target).map(drop))?;
+            std::fs::hard_link(&source, &target).or_else(|_| std::fs::copy(&source, &target).map(drop))?;
         }
         let staged = staging.keep();
         match std::fs::rename(&staged, &dir) {
@@ -218,11 +197,7 @@ impl BlobStore {
                     continue;
                 }
                 let path = entry.path();
-                let gone = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
+                let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
                 if gone.is_ok() {
                     removed += 1;
                 }

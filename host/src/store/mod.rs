@@ -58,12 +58,7 @@ impl Store {
         std::fs::create_dir_all(root)?;
         let db = sled::open(root.join("meta"))?;
         let records = db.open_tree("functions")?;
-        Ok(Store {
-            records,
-            db,
-            blobs: BlobStore::open(root)?,
-            root: root.to_path_buf(),
-        })
+        Ok(Store { records, db, blobs: BlobStore::open(root)?, root: root.to_path_buf() })
     }
 
     /// The data directory.

@@ -1,0 +1,201 @@
+//! Per-function counters and latency histograms, lock-free on the request
+//! path, rendered in Prometheus text format. Names follow SageMaker's
+//! CloudWatch metrics where one exists (ModelLatency, OverheadLatency,
+//! ModelSetupTime).
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of histogram buckets, in seconds.
+const BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+/// How many recent latencies `describe` computes percentiles over.
+const RECENT: usize = 1024;
+
+/// A Prometheus histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, function: &str) {
+        let mut cumulative = 0;
+        for (bound, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{function=\"{function}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{function=\"{function}\"}} {count}");
+    }
+}
+
+/// Everything measured about one function.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests received (throttled ones included).
+    pub invocations: AtomicU64,
+    /// Answers with a 4xx status.
+    pub errors_4xx: AtomicU64,
+    /// Answers with a 5xx status.
+    pub errors_5xx: AtomicU64,
+    /// Requests refused with 429 after waiting for a slot.
+    pub throttles: AtomicU64,
+    /// Requests that found no ready instance.
+    pub cold_starts: AtomicU64,
+    /// Time inside the handler.
+    pub model_latency: Histogram,
+    /// Time around it: queueing, instance, body, auth.
+    pub overhead_latency: Histogram,
+    /// Time to bring the function up from zero (sessions, component, instance).
+    pub model_setup: Histogram,
+    recent: Mutex<VecDeque<(u32, u32)>>,
+}
+
+/// Recent latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Percentiles {
+    /// Samples the figures are taken over.
+    pub samples: usize,
+    /// Model latency p50.
+    pub model_p50_us: u32,
+    /// Model latency p99.
+    pub model_p99_us: u32,
+    /// Overhead latency p50.
+    pub overhead_p50_us: u32,
+    /// Overhead latency p99.
+    pub overhead_p99_us: u32,
+}
+
+impl Metrics {
+    /// Counts one answer by its status.
+    pub fn record_status(&self, status: u16) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400..=499 => self.errors_4xx.fetch_add(1, Ordering::Relaxed),
+            500..=599 => self.errors_5xx.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Records the latencies of one served request.
+    pub fn record_latency(&self, model: Duration, overhead: Duration) {
+        self.model_latency.observe(model);
+        self.overhead_latency.observe(overhead);
+        let mut recent = self.recent.lock().expect("metrics lock");
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((model.as_micros() as u32, overhead.as_micros() as u32));
+    }
+
+    /// Percentiles over the last requests.
+    pub fn percentiles(&self) -> Percentiles {
+        let recent = self.recent.lock().expect("metrics lock");
+        if recent.is_empty() {
+            return Percentiles::default();
+        }
+        let pick = |mut v: Vec<u32>, q: f64| {
+            v.sort_unstable();
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        };
+        let model: Vec<u32> = recent.iter().map(|r| r.0).collect();
+        let overhead: Vec<u32> = recent.iter().map(|r| r.1).collect();
+        Percentiles {
+            samples: recent.len(),
+            model_p50_us: pick(model.clone(), 0.5),
+            model_p99_us: pick(model, 0.99),
+            overhead_p50_us: pick(overhead.clone(), 0.5),
+            overhead_p99_us: pick(overhead, 0.99),
+        }
+    }
+}
+
+/// Instantaneous state of one function's pool.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Gauges {
+    /// Whether sessions and component are loaded (0 when scaled to zero).
+    pub loaded: bool,
+    /// Pre-made instances waiting for a request.
+    pub warm_instances: u32,
+    /// Instances serving a request now.
+    pub busy_instances: u32,
+    /// ONNX Runtime sessions held.
+    pub sessions: u32,
+    /// Bytes of models held in sessions (an estimate of their memory).
+    pub model_memory_bytes: u64,
+}
+
+type Counter = fn(&Metrics) -> &AtomicU64;
+type Gauge = fn(&Gauges) -> u64;
+type Hist = fn(&Metrics) -> &Histogram;
+
+/// Renders every function's metrics, grouped by family as the Prometheus
+/// text format requires.
+pub fn render(functions: &[(&str, &Metrics, Gauges)]) -> String {
+    let mut out = String::new();
+    let counters: [(&str, &str, Counter); 5] = [
+        ("nimbus_invocations_total", "Requests received.", |m| &m.invocations),
+        ("nimbus_invocation_4xx_errors_total", "Requests answered with a 4xx status.", |m| &m.errors_4xx),
+        ("nimbus_invocation_5xx_errors_total", "Requests answered with a 5xx status.", |m| &m.errors_5xx),
+        ("nimbus_throttles_total", "Requests refused with 429 at max concurrency.", |m| &m.throttles),
+        ("nimbus_cold_starts_total", "Requests that found no ready instance.", |m| &m.cold_starts),
+    ];
+    for (name, help, read) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (f, m, _) in functions {
+            let _ = writeln!(out, "{name}{{function=\"{f}\"}} {}", read(m).load(Ordering::Relaxed));
+        }
+    }
+    let gauges: [(&str, &str, Gauge); 5] = [
+        ("nimbus_loaded", "1 when the function's sessions are loaded, 0 when scaled to zero.", |g| g.loaded.into()),
+        ("nimbus_warm_instances", "Instances ready for a request.", |g| g.warm_instances.into()),
+        ("nimbus_busy_instances", "Instances serving a request.", |g| g.busy_instances.into()),
+        ("nimbus_sessions", "ONNX Runtime sessions held.", |g| g.sessions.into()),
+        ("nimbus_model_memory_bytes", "Bytes of models held in sessions.", |g| g.model_memory_bytes),
+    ];
+    for (name, help, read) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (f, _, g) in functions {
+            let _ = writeln!(out, "{name}{{function=\"{f}\"}} {}", read(g));
+        }
+    }
+    let histograms: [(&str, &str, Hist); 3] = [
+        ("nimbus_model_latency_seconds", "Time inside the handler (SageMaker ModelLatency).", |m| &m.model_latency),
+        ("nimbus_overhead_latency_seconds", "Time around the handler (SageMaker OverheadLatency).", |m| {
+            &m.overhead_latency
+        }),
+        ("nimbus_model_setup_seconds", "Time to come up from zero (SageMaker ModelSetupTime).", |m| &m.model_setup),
+    ];
+    for (name, help, read) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (f, m, _) in functions {
+            read(m).render(&mut out, name, f);
+        }
+    }
+    out
+}

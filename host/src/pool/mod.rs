@@ -1,0 +1,282 @@
+//! A function's instance pool: how requests get instances, how the pool
+//! scales out with load and back to zero.
+//!
+//! Contract:
+//! - at most `max_concurrency` requests run at once; a request over it
+//!   waits up to `queue_timeout`, then is refused ([`PoolError::Throttled`],
+//!   HTTP 429 with `Retry-After`);
+//! - a request takes a ready instance (made from the post-`init` snapshot
+//!   ahead of time) or makes one (a cold start); every instance serves one
+//!   request and is dropped, so requests never share state;
+//! - after a request, ready instances are refilled in the background up to
+//!   the larger of provisioned concurrency and the peak concurrency seen;
+//! - a function idle for `idle_timeout` with nothing provisioned drops its
+//!   instances, its component and its ONNX Runtime sessions (scaled to
+//!   zero); the next request brings it back (a cold start whose time is
+//!   ModelSetupTime). With provisioned concurrency it shrinks to that many
+//!   ready instances instead;
+//! - a trap or timeout ends only its own instance.
+
+mod metrics;
+
+pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
+
+use crate::runtime::{
+    ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Runtime, Source,
+};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How a pool scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scaling {
+    /// Most requests at once.
+    pub max_concurrency: u32,
+    /// Ready instances kept at all times.
+    pub provisioned: u32,
+    /// How long a request over max concurrency waits for a slot.
+    pub queue_timeout: Duration,
+    /// Idle time after which the pool scales to zero (or to provisioned).
+    pub idle_timeout: Duration,
+}
+
+/// Why a pooled request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Every slot stayed busy for the whole queue timeout.
+    #[error("function `{function}` is at its max concurrency of {max}; retry after {retry_after_s} s")]
+    Throttled {
+        /// The function.
+        function: String,
+        /// Its max concurrency.
+        max: u32,
+        /// Suggested wait before retrying.
+        retry_after_s: u64,
+    },
+    /// Coming up from zero failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The request itself failed.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+}
+
+/// Everything needed to (re)load the function.
+pub struct Loader {
+    /// The shared runtime.
+    pub runtime: Arc<Runtime>,
+    /// The function's name.
+    pub name: String,
+    /// Its code and artifacts.
+    pub source: Source,
+    /// How it runs.
+    pub spec: FunctionSpec,
+    /// Where compiled snapshots are.
+    pub cache: ComponentCache,
+}
+
+#[derive(Default)]
+struct Inner {
+    function: Option<Arc<Function>>,
+    ready: Vec<Instance>,
+    busy: u32,
+    peak: u32,
+    last_used: Option<Instant>,
+}
+
+/// One function's instances.
+pub struct Pool {
+    loader: Loader,
+    scaling: Scaling,
+    inner: Mutex<Inner>,
+    loading: tokio::sync::Mutex<()>,
+    permits: Semaphore,
+    /// What the pool measured.
+    pub metrics: Metrics,
+}
+
+/// Keeps the busy count honest on every path out of a request.
+struct Busy<'a>(&'a Pool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.busy -= 1;
+        inner.last_used = Some(Instant::now());
+    }
+}
+
+impl Pool {
+    /// Loads the function and fills the provisioned instances.
+    pub async fn start(loader: Loader, scaling: Scaling) -> Result<Arc<Self>, LoadError> {
+        let pool = Arc::new(Pool {
+            loader,
+            scaling,
+            inner: Mutex::new(Inner::default()),
+            loading: tokio::sync::Mutex::new(()),
+            permits: Semaphore::new(scaling.max_concurrency as usize),
+            metrics: Metrics::default(),
+        });
+        pool.ensure_loaded().await?;
+        pool.clone().refill().await;
+        Ok(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The loaded function, loading it (a cold start from zero) if needed.
+    async fn ensure_loaded(&self) -> Result<Arc<Function>, LoadError> {
+        if let Some(f) = self.lock().function.clone() {
+            return Ok(f);
+        }
+        let _one_loader = self.loading.lock().await;
+        if let Some(f) = self.lock().function.clone() {
+            return Ok(f);
+        }
+        let start = Instant::now();
+        let l = &self.loader;
+        let function = Arc::new(Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await?);
+        self.metrics.model_setup.observe(start.elapsed());
+        tracing::info!(function = %l.name, setup_ms = start.elapsed().as_millis() as u64, "loaded");
+        let mut inner = self.lock();
+        inner.function = Some(function.clone());
+        // Loading counts as use: a fresh load is not the first to evict.
+        inner.last_used = Some(Instant::now());
+        Ok(function)
+    }
+
+    /// Serves one request.
+    pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invoked, PoolError> {
+        let permit = match tokio::time::timeout(self.scaling.queue_timeout, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
+                return Err(PoolError::Throttled {
+                    function: self.loader.name.clone(),
+                    max: self.scaling.max_concurrency,
+                    retry_after_s: 1,
+                });
+            }
+        };
+        let ready = {
+            let mut inner = self.lock();
+            inner.busy += 1;
+            inner.peak = inner.peak.max(inner.busy);
+            inner.ready.pop()
+        };
+        let busy = Busy(self);
+        let (function, instance) = match ready {
+            Some(instance) => (None, Some(instance)),
+            None => {
+                self.metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
+                (Some(self.ensure_loaded().await?), None)
+            }
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let instance = match (instance, function) {
+                (Some(instance), _) => instance,
+                (None, Some(function)) => function.instance()?,
+                (None, None) => unreachable!("a request has a ready instance or a function"),
+            };
+            let instantiate = start.elapsed();
+            let response = instance.handle(&request)?;
+            Ok::<_, InvokeError>(Invoked { response, instantiate, handle: start.elapsed() - instantiate })
+        })
+        .await
+        .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?;
+        drop(busy);
+        drop(permit);
+        tokio::spawn(self.clone().refill());
+        Ok(result?)
+    }
+
+    /// Makes ready instances up to the target, off the request path.
+    async fn refill(self: Arc<Self>) {
+        let _ = tokio::task::spawn_blocking(move || {
+            loop {
+                let function = {
+                    let inner = self.lock();
+                    let target = inner.peak.max(self.scaling.provisioned).min(self.scaling.max_concurrency);
+                    match &inner.function {
+                        Some(f) if (inner.ready.len() as u32) + inner.busy < target => f.clone(),
+                        _ => return,
+                    }
+                };
+                match function.instance() {
+                    Ok(instance) => self.lock().ready.push(instance),
+                    Err(e) => {
+                        return tracing::warn!(function = %self.loader.name, "could not pre-make an instance: {e}");
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Scales down a pool idle for its idle timeout: to zero (instances,
+    /// component and sessions dropped) when nothing is provisioned, else
+    /// to the provisioned instances. Returns whether it scaled to zero.
+    pub fn reap(&self, now: Instant) -> bool {
+        let dropped = {
+            let mut inner = self.lock();
+            let idle = inner.last_used.is_none_or(|t| now.duration_since(t) >= self.scaling.idle_timeout);
+            if inner.busy > 0 || !idle || inner.function.is_none() {
+                return false;
+            }
+            inner.peak = self.scaling.provisioned;
+            if self.scaling.provisioned > 0 {
+                inner.ready.truncate(self.scaling.provisioned as usize);
+                return false;
+            }
+            let ready = std::mem::take(&mut inner.ready);
+            (ready, inner.function.take())
+        };
+        drop(dropped);
+        tracing::info!(function = %self.loader.name, "scaled to zero");
+        true
+    }
+
+    /// Scales to zero now if idle and nothing is provisioned (memory
+    /// pressure); returns whether it did.
+    pub fn scale_to_zero(&self) -> bool {
+        let dropped = {
+            let mut inner = self.lock();
+            if inner.busy > 0 || self.scaling.provisioned > 0 || inner.function.is_none() {
+                return false;
+            }
+            inner.peak = 0;
+            (std::mem::take(&mut inner.ready), inner.function.take())
+        };
+        drop(dropped);
+        tracing::info!(function = %self.loader.name, "scaled to zero for memory");
+        true
+    }
+
+    /// When the pool was last used (for least-recently-used eviction).
+    pub fn last_used(&self) -> Option<Instant> {
+        self.lock().last_used
+    }
+
+    /// The pool's state now.
+    pub fn gauges(&self) -> Gauges {
+        let inner = self.lock();
+        let function = inner.function.as_ref();
+        Gauges {
+            loaded: function.is_some(),
+            warm_instances: inner.ready.len() as u32,
+            busy_instances: inner.busy,
+            sessions: function.map_or(0, |f| f.sessions() as u32),
+            model_memory_bytes: function.map_or(0, |f| f.model_bytes()),
+        }
+    }
+
+    /// The guest memory tier, in MB.
+    pub fn memory_mb(&self) -> u32 {
+        self.loader.spec.memory.mb()
+    }
+}
