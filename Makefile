@@ -55,3 +55,4 @@ lint:
 
 bench: build
 	target/release/slice
+	target/release/scaling

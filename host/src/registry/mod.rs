@@ -216,21 +216,29 @@ impl Registry {
         Ok(Deployed { record: record.clone(), pool })
     }
 
-    /// Removes blobs and artifact folders no stored record references
-    /// (stored, not live: a function that failed to restore keeps its bytes).
+    /// Removes blobs, artifact folders and compiled snapshots no stored
+    /// record references (stored, not live: a function that failed to
+    /// restore keeps its bytes).
     fn collect_garbage(&self) {
         let records = match self.store.records() {
             Ok(r) => r,
             Err(e) => return tracing::warn!("blob collection skipped: {e}"),
         };
         let mut keep = HashSet::new();
+        let mut compiled = HashSet::new();
         for (_, bytes) in records {
             let Ok(r) = serde_json::from_slice::<FunctionRecord>(&bytes) else {
                 return tracing::warn!("blob collection skipped: unreadable record");
             };
+            let env = r.config.spec().env;
+            compiled.insert(self.runtime.snapshot_key(r.wasm.as_str(), r.artifacts_digest.as_str(), &env));
             keep.insert(r.wasm);
             keep.insert(r.artifacts_digest);
             keep.extend(r.artifacts.into_iter().map(|a| a.digest));
+        }
+        let stale = self.cache.retain(&compiled);
+        if stale > 0 {
+            tracing::info!(removed = stale, "collected unused compiled snapshots");
         }
         match self.store.blobs.retain(&keep, self.options.blob_grace) {
             Ok(0) => {}

@@ -88,6 +88,21 @@ impl ComponentCache {
     }
 }
 
+impl ComponentCache {
+    /// Deletes entries whose key is not in `keep`; returns how many.
+    pub fn retain(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".cwasm").is_some_and(|key| !keep.contains(key))
+            })
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+}
+
 /// A digest of every file under `dir` (relative names and contents).
 pub fn digest_dir(dir: &Path) -> std::io::Result<String> {
     let mut files = Vec::new();

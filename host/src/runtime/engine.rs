@@ -84,6 +84,11 @@ impl Runtime {
         Ok(Arc::new(Runtime { engine, linker, init_engine, init_linker, pooling, _ticker: ticker }))
     }
 
+    /// The component-cache key of `source` run with `spec`.
+    pub fn snapshot_key(&self, source_wasm: &str, artifacts: &str, env: &[(String, String)]) -> String {
+        super::ComponentCache::key(&self.engine, source_wasm, artifacts, env)
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling

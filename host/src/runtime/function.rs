@@ -71,7 +71,7 @@ impl Function {
             .await
             .map_err(|e| LoadError::Internal(e.to_string()))??;
         let graphs = Arc::new(graphs);
-        let key = ComponentCache::key(&runtime.engine, &source.wasm_digest, &source.artifacts_digest, &spec.env);
+        let key = runtime.snapshot_key(&source.wasm_digest, &source.artifacts_digest, &spec.env);
         let component = match cache.load(&runtime.engine, &key) {
             Some(component) => component,
             None => {
