@@ -27,16 +27,19 @@ struct Stats {
 
 /// Times `f` `n` times after `n / 10` warm-up calls.
 fn measure(n: usize, mut f: impl FnMut()) -> Stats {
+    measure_timed(n, || {
+        let start = Instant::now();
+        f();
+        start.elapsed()
+    })
+}
+
+/// Like [`measure`], for a closure that times its own measured part.
+fn measure_timed(n: usize, mut f: impl FnMut() -> Duration) -> Stats {
     for _ in 0..n / 10 {
         f();
     }
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed()
-        })
-        .collect();
+    let mut samples: Vec<Duration> = (0..n).map(|_| f()).collect();
     samples.sort_unstable();
     let total: Duration = samples.iter().sum();
     Stats { mean: total / n as u32, p50: samples[n / 2], p99: samples[n * 99 / 100] }
@@ -139,6 +142,18 @@ fn main() {
     let wasm_digits = measure(3_000, || drop(digits.invoke(&digits_request).unwrap()));
     let native_d = measure(3_000, || native_digits(&mut native_forest, &pixels));
     row("digits: Nimbus handler call (CSV in, JSON out)", &wasm_digits);
+    let ready = |f: &Arc<Function>, r: &Request| {
+        let instance = f.instance().unwrap();
+        let start = Instant::now();
+        let (response, retired) = instance.handle(r);
+        let elapsed = start.elapsed();
+        drop((response.unwrap(), retired));
+        elapsed
+    };
+    row(
+        "digits: Nimbus handler call on a pre-made instance (warm pool)",
+        &measure_timed(3_000, || ready(&digits, &digits_request)),
+    );
     row("digits: native ort (same row, same model)", &native_d);
 
     let wasm_sent = measure(1_000, || drop(sentiment.invoke(&sentiment_request).unwrap()));

@@ -22,7 +22,8 @@ mod metrics;
 pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
 
 use crate::runtime::{
-    ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Runtime, Source,
+    ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
+    Source,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -120,7 +121,7 @@ impl Pool {
             metrics: Metrics::default(),
         });
         pool.ensure_loaded().await?;
-        pool.clone().refill().await;
+        pool.clone().refill(None).await;
         Ok(pool)
     }
 
@@ -184,20 +185,27 @@ impl Pool {
                 (None, None) => unreachable!("a request has a ready instance or a function"),
             };
             let instantiate = start.elapsed();
-            let response = instance.handle(&request)?;
-            Ok::<_, InvokeError>(Invoked { response, instantiate, handle: start.elapsed() - instantiate })
+            let (response, retired) = instance.handle(&request);
+            let handle = start.elapsed() - instantiate;
+            Ok::<_, InvokeError>((response.map(|response| Invoked { response, instantiate, handle }), retired))
         })
         .await
         .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?;
         drop(busy);
         drop(permit);
-        tokio::spawn(self.clone().refill());
-        Ok(result?)
+        let (invoked, retired) = match result {
+            Ok((invoked, retired)) => (invoked, Some(retired)),
+            Err(e) => (Err(e), None),
+        };
+        tokio::spawn(self.clone().refill(retired));
+        Ok(invoked?)
     }
 
-    /// Makes ready instances up to the target, off the request path.
-    async fn refill(self: Arc<Self>) {
+    /// Drops a served instance and makes ready instances up to the target,
+    /// off the request path.
+    async fn refill(self: Arc<Self>, retired: Option<Retired>) {
         let _ = tokio::task::spawn_blocking(move || {
+            drop(retired);
             loop {
                 let function = {
                     let inner = self.lock();

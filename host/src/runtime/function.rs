@@ -115,7 +115,7 @@ impl Function {
     /// Serves one request in a fresh instance. Blocks: call it from a
     /// blocking thread, or use [`Function::call`] from async code.
     pub fn invoke(self: &Arc<Self>, request: &Request) -> Result<Response, InvokeError> {
-        self.instance()?.handle(request)
+        self.instance()?.handle(request).0
     }
 
     /// ONNX Runtime sessions this function holds.
@@ -137,7 +137,7 @@ impl Function {
             let start = Instant::now();
             let instance = function.instance()?;
             let instantiate = start.elapsed();
-            let response = instance.handle(&request)?;
+            let response = instance.handle(&request).0?;
             Ok(Invoked { response, instantiate, handle: start.elapsed() - instantiate })
         })
         .await

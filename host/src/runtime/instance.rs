@@ -36,20 +36,27 @@ impl Instance {
         Ok(Instance { function, store, handler })
     }
 
-    /// Serves the request; consumes the instance.
-    pub fn handle(mut self, request: &Request) -> Result<Response, InvokeError> {
+    /// Serves the request; consumes the instance. Also returns what is
+    /// left of it: drop that off the request's path, since dropping resets
+    /// the memory slot the request dirtied.
+    pub fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Retired) {
         let result = self.handler.call_handle(&mut self.store, request);
         let stderr = self.store.data().flush_logs(&self.function.name);
-        match result {
+        let timeout = self.function.spec.timeout;
+        let outcome = match result {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(GuestError::BadInput(m))) => Err(InvokeError::BadInput(m)),
             Ok(Err(GuestError::UnsupportedMediaType(m))) => Err(InvokeError::UnsupportedMediaType(m)),
             Ok(Err(GuestError::NotAcceptable(m))) => Err(InvokeError::NotAcceptable(m)),
             Ok(Err(GuestError::Failed(m))) => Err(InvokeError::Failed(m)),
-            Err(e) => Err(InvokeError::from_trap(&e, stderr, self.function.spec.timeout)),
-        }
+            Err(e) => Err(InvokeError::from_trap(&e, stderr, timeout)),
+        };
+        (outcome, Retired(self.store))
     }
 }
+
+/// An instance that has served its request, waiting to be dropped.
+pub struct Retired(#[allow(dead_code, reason = "held only to be dropped later")] Store<State>);
 
 impl InvokeError {
     fn from_trap(e: &wasmtime::Error, stderr: Option<String>, timeout: std::time::Duration) -> Self {

@@ -22,7 +22,7 @@ pub use bindings::{Request, Response};
 pub use cache::{ComponentCache, digest_dir};
 pub use engine::Runtime;
 pub use function::{Function, FunctionSpec, Invoked, Source};
-pub use instance::Instance;
+pub use instance::{Instance, Retired};
 pub use limits::{MemoryExceeded, MemoryTier};
 
 use std::time::Duration;
