@@ -15,17 +15,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How ONNX Runtime sessions are built for a function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphOptions {
     /// Intra-op threads per session (the CPU share of the memory tier).
     pub threads: usize,
     /// Sessions per graph: how many calls may run on one graph at once.
     pub sessions: usize,
+    /// Where optimized graphs are kept between loads (one folder per
+    /// artifact set, on this host only: optimizations may be CPU-specific).
+    pub optimized_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { threads: 1, sessions: 1 }
+        GraphOptions { threads: 1, sessions: 1, optimized_dir: None }
     }
 }
 
@@ -81,19 +84,38 @@ fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
 
 impl Graph {
     /// Loads `path` as the graph `name`.
-    pub fn load(name: &str, path: &Path, options: GraphOptions) -> Result<Self, NnError> {
+    pub fn load(name: &str, path: &Path, options: &GraphOptions) -> Result<Self, NnError> {
         super::init()?;
         let load_error = |e: ort::Error| NnError::Load { name: name.to_owned(), message: e.to_string() };
-        let sessions = (0..options.sessions.max(1))
-            .map(|_| {
-                Session::builder()
-                    .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-                    .and_then(|b| b.with_intra_threads(options.threads.max(1)))
-                    .and_then(|b| b.commit_from_file(path))
-                    .map(Mutex::new)
-                    .map_err(load_error)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let build = |optimize: bool, file: &Path, save_to: Option<&Path>| {
+            let level = if optimize { GraphOptimizationLevel::Level3 } else { GraphOptimizationLevel::Disable };
+            let mut b =
+                Session::builder()?.with_optimization_level(level)?.with_intra_threads(options.threads.max(1))?;
+            if let Some(save_to) = save_to {
+                b = b.with_optimized_model_path(save_to)?;
+            }
+            b.commit_from_file(file).map(Mutex::new)
+        };
+        // Graph optimization is most of a session's set-up time (for a
+        // transformer, ~250 of ~290 ms here), so it is done once and its
+        // result kept: later loads, e.g. after scale-to-zero, read the
+        // optimized graph with optimization off.
+        let optimized = options.optimized_dir.as_ref().map(|d| d.join(format!("{name}.onnx")));
+        let mut sessions = Vec::with_capacity(options.sessions.max(1));
+        let (source, optimize) = match &optimized {
+            Some(o) if o.is_file() => (o.as_path(), false),
+            Some(o) => {
+                let tmp = o.with_extension(format!("tmp{}", std::process::id()));
+                let saved = o.parent().map(std::fs::create_dir_all).transpose().is_ok()
+                    && build(true, path, Some(&tmp)).map(|s| sessions.push(s)).is_ok()
+                    && std::fs::rename(&tmp, o).is_ok();
+                if saved { (o.as_path(), false) } else { (path, true) }
+            }
+            None => (path, true),
+        };
+        while sessions.len() < options.sessions.max(1) {
+            sessions.push(build(optimize, source, None).map_err(load_error)?);
+        }
         let first = sessions[0].lock().expect("fresh mutex");
         let inputs = first.inputs.iter().map(|i| slot(&i.name, &i.input_type)).collect();
         drop(first);
@@ -177,7 +199,7 @@ pub struct Graphs(HashMap<String, Arc<Graph>>);
 
 impl Graphs {
     /// Loads every `*.onnx` directly inside `dir`, named by file stem.
-    pub fn load_dir(dir: &Path, options: GraphOptions) -> Result<Self, NnError> {
+    pub fn load_dir(dir: &Path, options: &GraphOptions) -> Result<Self, NnError> {
         let entries = std::fs::read_dir(dir).map_err(|e| NnError::Load {
             name: dir.display().to_string(),
             message: format!("cannot read artifact folder: {e}"),

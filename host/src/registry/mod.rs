@@ -236,7 +236,8 @@ impl Registry {
             keep.insert(r.artifacts_digest);
             keep.extend(r.artifacts.into_iter().map(|a| a.digest));
         }
-        let stale = self.cache.retain(&compiled);
+        let artifact_sets = keep.iter().map(|d| d.as_str().to_owned()).collect();
+        let stale = self.cache.retain(&compiled, &artifact_sets);
         if stale > 0 {
             tracing::info!(removed = stale, "collected unused compiled snapshots");
         }

@@ -54,6 +54,12 @@ impl ComponentCache {
         hex::encode(h.finalize())
     }
 
+    /// Where ONNX Runtime keeps optimized graphs of the artifact set with
+    /// this digest.
+    pub fn optimized_dir(&self, artifacts_digest: &str) -> PathBuf {
+        self.dir.join("ort").join(artifacts_digest)
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.cwasm"))
     }
@@ -89,17 +95,27 @@ impl ComponentCache {
 }
 
 impl ComponentCache {
-    /// Deletes entries whose key is not in `keep`; returns how many.
-    pub fn retain(&self, keep: &std::collections::HashSet<String>) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
-        entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".cwasm").is_some_and(|key| !keep.contains(key))
-            })
-            .filter(|e| std::fs::remove_file(e.path()).is_ok())
-            .count()
+    /// Deletes compiled snapshots whose key is not in `keys` and optimized
+    /// graphs of artifact sets not in `artifacts`; returns how many.
+    pub fn retain(
+        &self,
+        keys: &std::collections::HashSet<String>,
+        artifacts: &std::collections::HashSet<String>,
+    ) -> usize {
+        let stale = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
+            let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+            entries
+                .flatten()
+                .filter(|e| !keep(&e.file_name().to_string_lossy()))
+                .filter(|e| {
+                    let p = e.path();
+                    if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }.is_ok()
+                })
+                .count()
+        };
+        let snapshots =
+            stale(&self.dir, &|name| name == "ort" || name.strip_suffix(".cwasm").is_none_or(|key| keys.contains(key)));
+        snapshots + stale(&self.dir.join("ort"), &|name| artifacts.contains(name))
     }
 }
 

@@ -66,8 +66,12 @@ impl Function {
         cache: &ComponentCache,
     ) -> Result<Self, LoadError> {
         let dir = source.artifacts.clone();
-        let options = GraphOptions { threads: spec.memory.threads(), sessions: spec.sessions };
-        let graphs = tokio::task::spawn_blocking(move || Graphs::load_dir(&dir, options))
+        let options = GraphOptions {
+            threads: spec.memory.threads(),
+            sessions: spec.sessions,
+            optimized_dir: Some(cache.optimized_dir(&source.artifacts_digest)),
+        };
+        let graphs = tokio::task::spawn_blocking(move || Graphs::load_dir(&dir, &options))
             .await
             .map_err(|e| LoadError::Internal(e.to_string()))??;
         let graphs = Arc::new(graphs);
