@@ -93,7 +93,8 @@ impl Runtime {
         Ok(Arc::new(Runtime { engine, linker, init_engine, init_linker, pooling, _ticker: ticker }))
     }
 
-    /// The component-cache key of `source` run with `spec`.
+    /// The component-cache key of a snapshot of the handler with digest
+    /// `source_wasm` over the artifact set `artifacts` with environment `env`.
     pub fn snapshot_key(&self, source_wasm: &str, artifacts: &str, env: &[(String, String)]) -> String {
         super::ComponentCache::key(&self.engine, source_wasm, artifacts, env)
     }
