@@ -23,7 +23,7 @@ pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
 
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
-    Source,
+    Source, serve,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -177,26 +177,18 @@ impl Pool {
                 (Some(self.ensure_loaded().await?), None)
             }
         };
-        let result = tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let instance = match (instance, function) {
-                (Some(instance), _) => instance,
-                (None, Some(function)) => function.instance()?,
+        let (invoked, retired) = tokio::task::spawn_blocking(move || {
+            let make = || match (instance, function) {
+                (Some(instance), _) => Ok(instance),
+                (None, Some(function)) => function.instance(),
                 (None, None) => unreachable!("a request has a ready instance or a function"),
             };
-            let instantiate = start.elapsed();
-            let (response, retired) = instance.handle(&request);
-            let handle = start.elapsed() - instantiate;
-            Ok::<_, InvokeError>((response.map(|response| Invoked { response, instantiate, handle }), retired))
+            serve(make, &request)
         })
         .await
         .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?;
         drop(busy);
         drop(permit);
-        let (invoked, retired) = match result {
-            Ok((invoked, retired)) => (invoked, Some(retired)),
-            Err(e) => (Err(e), None),
-        };
         tokio::spawn(self.clone().refill(retired));
         Ok(invoked?)
     }
@@ -230,27 +222,23 @@ impl Pool {
     /// component and sessions dropped) when nothing is provisioned, else
     /// to the provisioned instances. Returns whether it scaled to zero.
     pub fn reap(&self, now: Instant) -> bool {
-        let dropped = {
+        {
             let mut inner = self.lock();
             let idle = inner.last_used.is_none_or(|t| now.duration_since(t) >= self.scaling.idle_timeout);
             if inner.busy > 0 || !idle || inner.function.is_none() {
                 return false;
             }
-            inner.peak = self.scaling.provisioned;
             if self.scaling.provisioned > 0 {
+                inner.peak = self.scaling.provisioned;
                 inner.ready.truncate(self.scaling.provisioned as usize);
                 return false;
             }
-            let ready = std::mem::take(&mut inner.ready);
-            (ready, inner.function.take())
-        };
-        drop(dropped);
-        tracing::info!(function = %self.loader.name, "scaled to zero");
-        true
+        }
+        self.scale_to_zero()
     }
 
-    /// Scales to zero now if idle and nothing is provisioned (memory
-    /// pressure); returns whether it did.
+    /// Scales to zero now if no request is running and nothing is
+    /// provisioned (idle timeout or memory pressure); returns whether it did.
     pub fn scale_to_zero(&self) -> bool {
         let dropped = {
             let mut inner = self.lock();
@@ -261,7 +249,7 @@ impl Pool {
             (std::mem::take(&mut inner.ready), inner.function.take())
         };
         drop(dropped);
-        tracing::info!(function = %self.loader.name, "scaled to zero for memory");
+        tracing::info!(function = %self.loader.name, "scaled to zero");
         true
     }
 

@@ -9,7 +9,7 @@
 use super::bindings::HandlerPre;
 use super::cache::{ComponentCache, digest_dir};
 use super::engine::Runtime;
-use super::instance::Instance;
+use super::instance::{Instance, Retired};
 use super::limits::MemoryTier;
 use super::state::State;
 use super::state::StoreSpec;
@@ -137,16 +137,28 @@ impl Function {
     /// Runtime must not stall the async workers), with its timings.
     pub async fn call(self: &Arc<Self>, request: Request) -> Result<Invoked, InvokeError> {
         let function = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            let instance = function.instance()?;
-            let instantiate = start.elapsed();
-            let response = instance.handle(&request).0?;
-            Ok(Invoked { response, instantiate, handle: start.elapsed() - instantiate })
-        })
-        .await
-        .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
+        tokio::task::spawn_blocking(move || serve(|| function.instance(), &request).0)
+            .await
+            .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
     }
+}
+
+/// Serves `request` on the instance `make` returns (a pre-made one, or a
+/// new one), timing both steps. Also returns what is left of the instance,
+/// to be dropped off the request's path. Blocks.
+pub fn serve(
+    make: impl FnOnce() -> Result<Instance, InvokeError>,
+    request: &Request,
+) -> (Result<Invoked, InvokeError>, Option<Retired>) {
+    let start = Instant::now();
+    let instance = match make() {
+        Ok(instance) => instance,
+        Err(e) => return (Err(e), None),
+    };
+    let instantiate = start.elapsed();
+    let (response, retired) = instance.handle(request);
+    let handle = start.elapsed() - instantiate;
+    (response.map(|response| Invoked { response, instantiate, handle }), Some(retired))
 }
 
 /// Where a function's code and artifacts come from, named by content so

@@ -21,7 +21,7 @@ mod wasi_nn;
 pub use bindings::{Request, Response};
 pub use cache::{ComponentCache, digest_dir};
 pub use engine::Runtime;
-pub use function::{Function, FunctionSpec, Invoked, Source};
+pub use function::{Function, FunctionSpec, Invoked, Source, serve};
 pub use instance::{Instance, Retired};
 pub use limits::{MemoryExceeded, MemoryTier};
 
