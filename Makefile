@@ -11,7 +11,7 @@ PY       := $(VENV)/bin/python
 ORT_LIB  := .build/onnxruntime/libonnxruntime.so
 WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
-MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx
+MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
 .PHONY: build run test lint bench toolchain wasm host clean-models
 

