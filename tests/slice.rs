@@ -151,6 +151,16 @@ async fn a_loop_times_out_and_the_function_survives() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_waited_longer_than_the_timeout_still_serves() {
+    let spec = FunctionSpec { timeout: Duration::from_secs(1), ..FunctionSpec::default() };
+    let f = load("hostile", "digits", spec).await;
+    let instance = f.instance().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (response, _retired) = instance.handle(&request("text/plain", "echo"));
+    assert_eq!(body(&response.unwrap()), "echo");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_request_gets_a_fresh_instance() {
     let f = load("hostile", "digits", FunctionSpec::default()).await;
     for _ in 0..3 {

@@ -31,6 +31,8 @@ impl Instance {
         let state = State::new(&spec).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
         let mut store = Store::new(&function.runtime.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Instantiation runs no guest code (the snapshot's init already
+        // ran); the request's deadline is set when it starts, in `handle`.
         store.set_epoch_deadline(ticks(function.spec.timeout));
         let handler = function.pre.instantiate(&mut store).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
         Ok(Instance { function, store, handler })
@@ -40,6 +42,9 @@ impl Instance {
     /// left of it: drop that off the request's path, since dropping resets
     /// the memory slot the request dirtied.
     pub fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Retired) {
+        // A pre-made instance may have waited in the pool for longer than
+        // the timeout: the clock starts with the request, not the instance.
+        self.store.set_epoch_deadline(ticks(self.function.spec.timeout));
         let result = self.handler.call_handle(&mut self.store, request);
         let stderr = self.store.data().flush_logs(&self.function.name);
         let timeout = self.function.spec.timeout;
