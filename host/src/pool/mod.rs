@@ -83,6 +83,9 @@ struct Inner {
     function: Option<Arc<Function>>,
     ready: Vec<Instance>,
     busy: u32,
+    /// Instances being made by refills right now (so that two refills
+    /// running at once do not overshoot the target).
+    making: u32,
     peak: u32,
     last_used: Option<Instant>,
 }
@@ -93,15 +96,15 @@ pub struct Pool {
     scaling: Scaling,
     inner: Mutex<Inner>,
     loading: tokio::sync::Mutex<()>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// What the pool measured.
     pub metrics: Metrics,
 }
 
 /// Keeps the busy count honest on every path out of a request.
-struct Busy<'a>(&'a Pool);
+struct Busy(Arc<Pool>);
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
         let mut inner = self.0.lock();
         inner.busy -= 1;
@@ -117,11 +120,12 @@ impl Pool {
             scaling,
             inner: Mutex::new(Inner::default()),
             loading: tokio::sync::Mutex::new(()),
-            permits: Semaphore::new(scaling.max_concurrency as usize),
+            permits: Arc::new(Semaphore::new(scaling.max_concurrency as usize)),
             metrics: Metrics::default(),
         });
         pool.ensure_loaded().await?;
-        pool.clone().refill(None).await;
+        let refill = pool.clone();
+        let _ = tokio::task::spawn_blocking(move || refill.refill(None)).await;
         Ok(pool)
     }
 
@@ -152,7 +156,8 @@ impl Pool {
 
     /// Serves one request.
     pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invoked, PoolError> {
-        let permit = match tokio::time::timeout(self.scaling.queue_timeout, self.permits.acquire()).await {
+        let permit = match tokio::time::timeout(self.scaling.queue_timeout, self.permits.clone().acquire_owned()).await
+        {
             Ok(Ok(permit)) => permit,
             _ => {
                 self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +174,7 @@ impl Pool {
             inner.peak = inner.peak.max(inner.busy);
             inner.ready.pop()
         };
-        let busy = Busy(self);
+        let busy = Busy(self.clone());
         let (function, instance) = match ready {
             Some(instance) => (None, Some(instance)),
             None => {
@@ -177,45 +182,55 @@ impl Pool {
                 (Some(self.ensure_loaded().await?), None)
             }
         };
-        let (invoked, retired) = tokio::task::spawn_blocking(move || {
+        // One thread handoff per request: the blocking task answers, frees
+        // the slot, and only then drops the served instance and pre-makes
+        // the next one, so that work is off the request's path but needs
+        // no second task.
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
             let make = || match (instance, function) {
                 (Some(instance), _) => Ok(instance),
                 (None, Some(function)) => function.instance(),
                 (None, None) => unreachable!("a request has a ready instance or a function"),
             };
-            serve(make, &request)
-        })
-        .await
-        .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?;
-        drop(busy);
-        drop(permit);
-        tokio::spawn(self.clone().refill(retired));
-        Ok(invoked?)
+            let (invoked, retired) = serve(make, &request);
+            drop(busy);
+            drop(permit);
+            let _ = answer.send(invoked);
+            pool.refill(retired);
+        });
+        Ok(answered.await.map_err(|e| InvokeError::Internal(format!("request task: {e}")))??)
     }
 
-    /// Drops a served instance and makes ready instances up to the target,
-    /// off the request path.
-    async fn refill(self: Arc<Self>, retired: Option<Retired>) {
-        let _ = tokio::task::spawn_blocking(move || {
-            drop(retired);
-            loop {
-                let function = {
-                    let inner = self.lock();
-                    let target = inner.peak.max(self.scaling.provisioned).min(self.scaling.max_concurrency);
-                    match &inner.function {
-                        Some(f) if (inner.ready.len() as u32) + inner.busy < target => f.clone(),
-                        _ => return,
+    /// Drops a served instance and makes ready instances up to the target.
+    /// Blocking: runs on a blocking thread, after the answer went out.
+    fn refill(&self, retired: Option<Retired>) {
+        drop(retired);
+        loop {
+            let function = {
+                let mut inner = self.lock();
+                let target = inner.peak.max(self.scaling.provisioned).min(self.scaling.max_concurrency);
+                let have = inner.ready.len() as u32 + inner.busy + inner.making;
+                match inner.function.clone() {
+                    Some(f) if have < target => {
+                        inner.making += 1;
+                        f
                     }
-                };
-                match function.instance() {
-                    Ok(instance) => self.lock().ready.push(instance),
-                    Err(e) => {
-                        return tracing::warn!(function = %self.loader.name, "could not pre-make an instance: {e}");
-                    }
+                    _ => return,
                 }
+            };
+            let made = function.instance();
+            let mut inner = self.lock();
+            inner.making -= 1;
+            // Scaled to zero (or reloaded) meanwhile: the instance is stale.
+            let current = inner.function.as_ref().is_some_and(|f| Arc::ptr_eq(f, &function));
+            match made {
+                Ok(instance) if current => inner.ready.push(instance),
+                Ok(_) => return,
+                Err(e) => return tracing::warn!(function = %self.loader.name, "could not pre-make an instance: {e}"),
             }
-        })
-        .await;
+        }
     }
 
     /// Scales down a pool idle for its idle timeout: to zero (instances,
