@@ -53,6 +53,19 @@ lint:
 	cargo clippy --release --workspace --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -- -D warnings
 
-bench: build
+# Benchmarks (docs/benchmarks.md): the load generator and the Python peer
+# come from crates.io and PyPI, pinned.
+OHA := .build/tools/bin/oha
+
+$(OHA):
+	cargo install --quiet --locked --root .build/tools oha@1.16.0
+
+$(VENV)/.bench: $(VENV)/.ready bench/python/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/python/requirements.txt
+	touch $@
+
+bench: build $(OHA) $(VENV)/.bench
 	target/release/slice
 	target/release/scaling
+	bench/python/check.sh
+	target/release/compare

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Checks the Python baseline against Nimbus: starts `nimbus serve` on a
 # scratch data dir, deploys each example, starts bench/python/server.py for
-# each, and runs compare.py on every pair; with --measure, also measure.py.
+# each, and runs compare.py on every pair.
 # Builds nothing: needs target/release/nimbus, the examples' .wasm files,
 # and .build/venv with bench/python/requirements.txt installed.
 #
-#   bench/python/check.sh [--measure] [digits sentiment vision]
+#   bench/python/check.sh [digits sentiment vision]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -14,8 +14,6 @@ bin="$root/target/release/nimbus"
 nimbus_port="${NIMBUS_PORT:-18180}"
 python_port="${PYTHON_PORT:-18181}"
 
-measure=false
-if [ "${1:-}" = --measure ]; then measure=true; shift; fi
 functions=("$@")
 [ ${#functions[@]} -gt 0 ] || functions=(digits sentiment vision)
 
@@ -62,6 +60,5 @@ for f in "${functions[@]}"; do
     --nimbus "$NIMBUS_SERVER/v1/functions/$f/invocations" || status=1
   kill "$server"
   wait "$server" 2>/dev/null || true
-  if $measure; then "$py" bench/python/measure.py --function "$f" --port "$python_port"; fi
 done
 exit $status

@@ -82,6 +82,11 @@ impl Server {
         Server::start(&self.data_dir.clone(), &extra)
     }
 
+    /// The server's process id (benchmarks read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, no cleanup (a crash).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -9,48 +9,14 @@
 //! `target/release/scaling`).
 
 use nimbus::pool::{Loader, Pool, Scaling};
-use nimbus::runtime::{ComponentCache, Function, FunctionSpec, Request, Runtime, Source};
-use std::path::PathBuf;
+use nimbus::runtime::{ComponentCache, Function, FunctionSpec, Runtime};
+use nimbus_bench::stats::Summary;
+use nimbus_bench::workload::Workload;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn source(name: &str) -> Source {
-    let wasm = root().join(format!("examples/target/wasm32-wasip2/release/{name}.wasm"));
-    Source::hash(&wasm, &root().join("examples").join(name).join("model")).expect("run `make build` first")
-}
-
-fn request(name: &str) -> Request {
-    match name {
-        "digits" => Request {
-            content_type: "text/csv".into(),
-            accept: "application/json".into(),
-            body: std::fs::read_to_string(root().join("examples/digits/sample.csv"))
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .as_bytes()
-                .to_vec(),
-        },
-        _ => Request {
-            content_type: "application/jsonlines".into(),
-            accept: "application/jsonlines".into(),
-            body: b"{\"features\": [\"I love this product!\"]}\n".to_vec(),
-        },
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
-    v.sort_unstable();
-    (v[0], v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 #[tokio::main]
@@ -63,30 +29,31 @@ async fn main() {
         "| cold start (load snapshot + sessions + instantiate + first request) | min ms | p50 ms | p99 ms | of which setup p50 ms |"
     );
     println!("|---|---|---|---|---|");
-    for name in ["digits", "sentiment"] {
-        let source = source(name);
+    for w in Workload::all() {
+        let (name, source) = (w.name, w.source());
         // The first load snapshots and compiles (a deploy); not a cold start.
         drop(Function::load(&runtime, name, &source, FunctionSpec::default(), &cache).await.unwrap());
         let (mut total, mut setup) = (Vec::new(), Vec::new());
         for _ in 0..30 {
             let start = Instant::now();
             let f = Arc::new(Function::load(&runtime, name, &source, FunctionSpec::default(), &cache).await.unwrap());
-            setup.push(start.elapsed());
-            f.call(request(name)).await.unwrap();
-            total.push(start.elapsed());
+            setup.push(ms(start.elapsed()));
+            f.call(w.request()).await.unwrap();
+            total.push(ms(start.elapsed()));
         }
-        let (min, p50, p99) = stats(total);
-        println!("| {name} | {} | {} | {} | {} |", ms(min), ms(p50), ms(p99), ms(stats(setup).1));
+        let s = Summary::of(&total);
+        println!("| {name} | {:.2} | {:.2} | {:.2} | {:.2} |", s.min, s.median, s.p99, Summary::of(&setup).median);
     }
 
     println!();
     println!("| burst from zero | concurrency | all answered ms | first answer ms |");
     println!("|---|---|---|---|");
-    for (name, max) in [("digits", 16u32), ("sentiment", 16)] {
+    for w in Workload::all() {
+        let max = 16u32;
         let loader = Loader {
             runtime: runtime.clone(),
-            name: name.into(),
-            source: source(name),
+            name: w.name.into(),
+            source: w.source(),
             spec: FunctionSpec { sessions: 2, ..FunctionSpec::default() },
             cache: cache.clone(),
         };
@@ -101,10 +68,10 @@ async fn main() {
         let start = Instant::now();
         let tasks: Vec<_> = (0..max)
             .map(|_| {
-                let pool = pool.clone();
+                let (pool, request) = (pool.clone(), w.request());
                 tokio::spawn(async move {
-                    pool.invoke(request(name)).await.unwrap();
-                    start.elapsed()
+                    pool.invoke(request).await.unwrap();
+                    ms(start.elapsed())
                 })
             })
             .collect();
@@ -112,8 +79,7 @@ async fn main() {
         for t in tasks {
             done.push(t.await.unwrap());
         }
-        let (first, _, _) = stats(done.clone());
-        let all = done.into_iter().max().unwrap();
-        println!("| {name} | {max} | {} | {} |", ms(all), ms(first));
+        let (first, last) = done.iter().fold((f64::MAX, 0f64), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+        println!("| {} | {max} | {last:.2} | {first:.2} |", w.name);
     }
 }
