@@ -254,14 +254,12 @@ impl Registry {
     pub fn reap(&self) {
         let now = Instant::now();
         let pools: Vec<Arc<Pool>> = self.list().iter().map(|d| d.pool.clone()).collect();
+        let mut released = false;
         for pool in &pools {
-            pool.reap(now);
+            released |= pool.reap(now);
         }
         let loaded = |p: &&Arc<Pool>| p.gauges().loaded;
         let mut used: u64 = pools.iter().filter(loaded).map(|p| u64::from(p.memory_mb())).sum();
-        if used <= self.options.memory_budget_mb {
-            return;
-        }
         let mut by_age: Vec<&Arc<Pool>> = pools.iter().filter(loaded).collect();
         by_age.sort_by_key(|p| p.last_used());
         for pool in by_age {
@@ -270,7 +268,23 @@ impl Registry {
             }
             if pool.scale_to_zero() {
                 used -= u64::from(pool.memory_mb());
+                released = true;
             }
         }
+        if released {
+            release_freed_memory();
+        }
+    }
+}
+
+/// Hands memory freed by scaled-down functions back to the OS. glibc keeps
+/// freed heap (ONNX Runtime sessions are hundreds of MB) in its arenas, so
+/// without this a host that once loaded many functions stays that large.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // arenas to the OS; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
