@@ -42,8 +42,17 @@ pub fn init_fonts() -> Result {
     Ok(())
 }
 
-fn color(i: usize) -> RGBColor {
-    [RGBColor(90, 90, 90), RGBColor(200, 80, 40), RGBColor(30, 110, 200), RGBColor(40, 160, 80)][i % 4]
+/// One color per peer in every figure.
+fn color(peer: &str) -> RGBColor {
+    match peer {
+        "native" => RGBColor(90, 90, 90),
+        "python" => RGBColor(200, 80, 40),
+        _ => RGBColor(30, 110, 200),
+    }
+}
+
+fn tick(v: &f64) -> String {
+    if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
 fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
@@ -75,9 +84,11 @@ pub fn concurrency(path: &Path, panels: &[Panel]) -> Result {
             .y_desc("ms (p50 solid, p99 dashed)")
             .x_labels(levels.len())
             .x_label_formatter(&x_label)
+            .y_labels(8)
+            .y_label_formatter(&tick)
             .draw()?;
-        for (k, curve) in panel.curves.iter().enumerate() {
-            let c = color(k);
+        for curve in &panel.curves {
+            let c = color(&curve.peer);
             let p50 = curve.points.iter().enumerate().map(|(j, p)| (j as f64, p.1));
             latency
                 .draw_series(LineSeries::new(p50.clone(), c.stroke_width(2)).point_size(3))?
@@ -100,10 +111,12 @@ pub fn concurrency(path: &Path, panels: &[Panel]) -> Result {
             .y_desc("requests / s")
             .x_labels(levels.len())
             .x_label_formatter(&x_label)
+            .y_labels(8)
+            .y_label_formatter(&tick)
             .draw()?;
-        for (k, curve) in panel.curves.iter().enumerate() {
+        for curve in &panel.curves {
             let points = curve.points.iter().enumerate().map(|(j, p)| (j as f64, p.3));
-            throughput.draw_series(LineSeries::new(points, color(k).stroke_width(2)).point_size(3))?;
+            throughput.draw_series(LineSeries::new(points, color(&curve.peer).stroke_width(2)).point_size(3))?;
         }
     }
     root.present()?;
@@ -130,11 +143,19 @@ pub fn cold_start(path: &Path, bars: &[Bar]) -> Result {
             log_range(bars.iter().flat_map(|b| [b.summary.min, b.summary.p99])).log_scale(),
         )?;
     let label = |x: &f64| models.get(x.round() as usize).map(|m| m.to_string()).unwrap_or_default();
-    chart.configure_mesh().x_labels(models.len()).x_label_formatter(&label).y_desc("ms").disable_x_mesh().draw()?;
+    chart
+        .configure_mesh()
+        .x_labels(models.len())
+        .x_label_formatter(&label)
+        .y_labels(8)
+        .y_label_formatter(&tick)
+        .y_desc("ms")
+        .disable_x_mesh()
+        .draw()?;
     let width = 0.8 / peers.len() as f64;
     let floor = chart.y_range().start;
     for (k, peer) in peers.iter().enumerate() {
-        let c = color(k + 1);
+        let c = color(peer);
         let mine: Vec<(f64, &Summary)> = bars
             .iter()
             .filter(|b| b.peer == *peer)
