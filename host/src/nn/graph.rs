@@ -3,16 +3,18 @@
 //! `ort`'s `Session::run` takes `&mut self`, so one session serves one call
 //! at a time. A graph keeps a small pool of sessions (sized by the caller
 //! from the function's concurrency) and hands each call the first free one;
-//! a call that finds none waits on the next in turn.
+//! a call that finds none waits on the next in turn. Only the first session
+//! is built before the graph is ready; the others are built right after on
+//! a background thread, so a cold start waits for one session, not all.
 
 use super::{ElementType, NnError, Tensor};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// How ONNX Runtime sessions are built for a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,8 @@ pub struct Graph {
     name: String,
     bytes: u64,
     inputs: Vec<Slot>,
-    sessions: Vec<Mutex<Session>>,
+    /// The first is always built; the others fill in in the background.
+    sessions: Arc<[OnceLock<Mutex<Session>>]>,
     next: AtomicUsize,
 }
 
@@ -87,45 +90,34 @@ impl Graph {
     pub fn load(name: &str, path: &Path, options: &GraphOptions) -> Result<Self, NnError> {
         super::init()?;
         let load_error = |e: ort::Error| NnError::Load { name: name.to_owned(), message: e.to_string() };
-        let build = |optimize: bool, file: &Path, save_to: Option<&Path>| {
-            let level = if optimize { GraphOptimizationLevel::Level3 } else { GraphOptimizationLevel::Disable };
-            let mut b =
-                Session::builder()?.with_optimization_level(level)?.with_intra_threads(options.threads.max(1))?;
-            // ONNX Runtime's workers spin after each parallel section by
-            // default. With many sessions on few cores (every function's,
-            // and several per graph), spinning workers steal the cores the
-            // busy sessions need: measured, vision's throughput at 4 to 16
-            // clients went from ~60 to ~95 requests/s with spinning off.
-            b = b.with_intra_op_spinning(false)?;
-
-            if let Some(save_to) = save_to {
-                b = b.with_optimized_model_path(save_to)?;
-            }
-            b.commit_from_file(file).map(Mutex::new)
-        };
+        let threads = options.threads.max(1);
         // Graph optimization is most of a session's set-up time (for a
         // transformer, ~250 of ~290 ms here), so it is done once and its
         // result kept: later loads, e.g. after scale-to-zero, read the
         // optimized graph with optimization off.
         let optimized = options.optimized_dir.as_ref().map(|d| d.join(format!("{name}.onnx")));
-        let mut sessions = Vec::with_capacity(options.sessions.max(1));
+        let mut first = None;
         let (source, optimize) = match &optimized {
             Some(o) if o.is_file() => (o.as_path(), false),
             Some(o) => {
                 let tmp = o.with_extension(format!("tmp{}", std::process::id()));
                 let saved = o.parent().map(std::fs::create_dir_all).transpose().is_ok()
-                    && build(true, path, Some(&tmp)).map(|s| sessions.push(s)).is_ok()
+                    && build(threads, true, path, Some(&tmp)).map(|s| first = Some(s)).is_ok()
                     && std::fs::rename(&tmp, o).is_ok();
                 if saved { (o.as_path(), false) } else { (path, true) }
             }
             None => (path, true),
         };
-        while sessions.len() < options.sessions.max(1) {
-            sessions.push(build(optimize, source, None).map_err(load_error)?);
-        }
-        let first = sessions[0].lock().expect("fresh mutex");
+        let first = match first {
+            Some(session) => session,
+            None => build(threads, optimize, source, None).map_err(load_error)?,
+        };
         let inputs = first.inputs.iter().map(|i| slot(&i.name, &i.input_type)).collect();
-        drop(first);
+        let sessions: Arc<[OnceLock<Mutex<Session>>]> = (0..options.sessions.max(1)).map(|_| OnceLock::new()).collect();
+        let _ = sessions[0].set(Mutex::new(first));
+        if sessions.len() > 1 {
+            build_rest(name, sessions.clone(), threads, optimize, source.to_path_buf());
+        }
         let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
         Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, next: AtomicUsize::new(0) })
     }
@@ -156,10 +148,11 @@ impl Graph {
     /// The first free session, so that under light load one session (its
     /// weights hot in cache, its threads awake) serves every call; the
     /// others serve only calls that overlap.
-    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
-        self.sessions.iter().find_map(|s| s.try_lock().ok()).unwrap_or_else(|| {
-            let n = self.next.fetch_add(1, Ordering::Relaxed) % self.sessions.len();
-            self.sessions[n].lock().unwrap_or_else(|p| p.into_inner())
+    fn session(&self) -> MutexGuard<'_, Session> {
+        let built = || self.sessions.iter().filter_map(OnceLock::get);
+        built().find_map(|s| s.try_lock().ok()).unwrap_or_else(|| {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % built().count();
+            built().nth(n).expect("the first session is always built").lock().unwrap_or_else(|p| p.into_inner())
         })
     }
 
@@ -199,6 +192,45 @@ impl Graph {
             return Err(self.invalid(format!("missing input {}", missing.describe())));
         }
         Ok(())
+    }
+}
+
+/// One session of `file` with `threads` intra-op threads; with `save_to`,
+/// ONNX Runtime writes the optimized graph there.
+fn build(threads: usize, optimize: bool, file: &Path, save_to: Option<&Path>) -> ort::Result<Session> {
+    let level = if optimize { GraphOptimizationLevel::Level3 } else { GraphOptimizationLevel::Disable };
+    // ONNX Runtime's workers spin after each parallel section by default.
+    // With many sessions on few cores (every function's, and several per
+    // graph), spinning workers steal the cores the busy sessions need:
+    // measured, vision's throughput at 4 to 16 clients went from ~60 to ~95
+    // requests/s with spinning off.
+    let mut b = Session::builder()?
+        .with_optimization_level(level)?
+        .with_intra_threads(threads)?
+        .with_intra_op_spinning(false)?;
+    if let Some(save_to) = save_to {
+        b = b.with_optimized_model_path(save_to)?;
+    }
+    b.commit_from_file(file)
+}
+
+/// Fills the empty session slots on a background thread; stops early if
+/// the graph is dropped meanwhile (scaled to zero).
+fn build_rest(name: &str, slots: Arc<[OnceLock<Mutex<Session>>]>, threads: usize, optimize: bool, file: PathBuf) {
+    let name = name.to_owned();
+    let spawned = std::thread::Builder::new().name("nimbus-sessions".into()).spawn(move || {
+        for slot in slots.iter().skip(1) {
+            if Arc::strong_count(&slots) == 1 {
+                return;
+            }
+            match build(threads, optimize, &file, None) {
+                Ok(session) => drop(slot.set(Mutex::new(session))),
+                Err(e) => return tracing::warn!(graph = %name, "could not build another session: {e}"),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("could not start building sessions: {e}");
     }
 }
 
