@@ -3,6 +3,8 @@
 //! the system's DejaVu Sans, read at run time).
 
 use crate::stats::Summary;
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::Path;
@@ -68,25 +70,11 @@ pub fn concurrency(path: &Path, panels: &[Panel]) -> Result {
     root.fill(&WHITE)?;
     let columns = root.split_evenly((2, panels.len()));
     let levels: Vec<usize> = panels[0].curves[0].points.iter().map(|p| p.0).collect();
-    let x_label = |x: &f64| levels.get(x.round() as usize).map(|c| c.to_string()).unwrap_or_default();
     for (i, panel) in panels.iter().enumerate() {
         let all = || panel.curves.iter().flat_map(|c| c.points.iter());
-        let x = -0.2..(levels.len() as f64 - 0.8);
-        let mut latency = ChartBuilder::on(&columns[i])
-            .caption(format!("{}: latency", panel.model), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x.clone(), log_range(all().flat_map(|p| [p.1, p.2])).log_scale())?;
-        latency
-            .configure_mesh()
-            .x_desc("concurrent clients")
-            .y_desc("ms (p50 solid, p99 dashed)")
-            .x_labels(levels.len())
-            .x_label_formatter(&x_label)
-            .y_labels(8)
-            .y_label_formatter(&tick)
-            .draw()?;
+        let y = log_range(all().flat_map(|p| [p.1, p.2]));
+        let caption = format!("{}: latency", panel.model);
+        let mut latency = log_chart(&columns[i], caption, &levels, y, "ms (p50 solid, p99 dashed)")?;
         for curve in &panel.curves {
             let c = color(&curve.peer);
             let p50 = curve.points.iter().enumerate().map(|(j, p)| (j as f64, p.1));
@@ -99,21 +87,9 @@ pub fn concurrency(path: &Path, panels: &[Panel]) -> Result {
         }
         latency.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
 
-        let mut throughput = ChartBuilder::on(&columns[panels.len() + i])
-            .caption(format!("{}: throughput", panel.model), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(56)
-            .build_cartesian_2d(x, log_range(all().map(|p| p.3)).log_scale())?;
-        throughput
-            .configure_mesh()
-            .x_desc("concurrent clients")
-            .y_desc("requests / s")
-            .x_labels(levels.len())
-            .x_label_formatter(&x_label)
-            .y_labels(8)
-            .y_label_formatter(&tick)
-            .draw()?;
+        let caption = format!("{}: throughput", panel.model);
+        let y = log_range(all().map(|p| p.3));
+        let mut throughput = log_chart(&columns[panels.len() + i], caption, &levels, y, "requests / s")?;
         for curve in &panel.curves {
             let points = curve.points.iter().enumerate().map(|(j, p)| (j as f64, p.3));
             throughput.draw_series(LineSeries::new(points, color(&curve.peer).stroke_width(2)).point_size(3))?;
@@ -121,6 +97,35 @@ pub fn concurrency(path: &Path, panels: &[Panel]) -> Result {
     }
     root.present()?;
     Ok(())
+}
+
+type LogChart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// A panel with the concurrency levels along x and a log-scale y.
+fn log_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: String,
+    levels: &[usize],
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+) -> Result<LogChart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-0.2..(levels.len() as f64 - 0.8), y.log_scale())?;
+    let x_label = |x: &f64| levels.get(x.round() as usize).map(|c| c.to_string()).unwrap_or_default();
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc(y_desc)
+        .x_labels(levels.len())
+        .x_label_formatter(&x_label)
+        .y_labels(8)
+        .y_label_formatter(&tick)
+        .draw()?;
+    Ok(chart)
 }
 
 /// Cold start per model and peer: bars at the median, whiskers min..p99,
