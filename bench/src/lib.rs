@@ -11,9 +11,5 @@ pub mod rss;
 pub mod stats;
 pub mod workload;
 
-use std::path::PathBuf;
-
-/// The repository root (benchmarks read the examples' models and samples).
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+/// The repository root, as the end-to-end tests find it.
+pub use nimbus_tests::root;

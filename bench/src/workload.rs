@@ -43,7 +43,7 @@ impl Workload {
 
     /// The example's artifact folder.
     pub fn model_dir(&self) -> PathBuf {
-        root().join("examples").join(self.name).join("model")
+        nimbus_tests::model_dir(self.name)
     }
 
     /// The example's handler and artifacts, as `make build` left them.
