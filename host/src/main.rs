@@ -1,13 +1,28 @@
 use clap::Parser;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// How long exit waits for blocking work (a model run told to terminate,
+/// a file write) before the process ends anyway.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("NIMBUS_LOG").unwrap_or_else(|_| EnvFilter::new("warn,guest=info")))
         .with_writer(std::io::stderr)
         .init();
-    match nimbus::cli::Cli::parse().run().await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(nimbus::cli::Cli::parse().run());
+    // Dropping a runtime waits for every blocking task; a bounded wait
+    // keeps a stuck one from holding the process after a SIGTERM.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -63,7 +63,8 @@ async fn main() {
             queue_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(1),
         };
-        let pool = Pool::start(loader, scaling).await.unwrap();
+        let pool = Pool::new(loader, scaling);
+        pool.warm().await.unwrap();
         assert!(pool.reap(Instant::now() + Duration::from_secs(2)), "pool at zero");
         let start = Instant::now();
         let tasks: Vec<_> = (0..max)

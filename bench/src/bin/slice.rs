@@ -53,12 +53,12 @@ fn main() {
         let n = if w.name == "digits" { 3_000 } else { 300 };
         row(
             &format!("{}: instantiate from pool", w.name),
-            &measure(20_000, timed(|| drop(function.instance().unwrap()))),
+            &measure(20_000, timed(|| drop(rt.block_on(function.instance()).unwrap()))),
         );
         let nimbus = measure(n, || {
-            let instance = function.instance().unwrap();
+            let instance = rt.block_on(function.instance()).unwrap();
             let start = Instant::now();
-            let (response, retired) = instance.handle(&request);
+            let (response, retired) = rt.block_on(instance.handle(&request));
             let elapsed = start.elapsed();
             drop((response.unwrap(), retired));
             elapsed

@@ -1,6 +1,8 @@
 //! Every API error is `{"error": {"code": ..., "message": ...}}` with a
 //! stable `code` for scripts and a message that says what to do. Internal
-//! detail is logged with the request id, not sent.
+//! detail (a host error, a path on the server) is never sent: it rides in
+//! the response's extensions as [`Detail`] and the request-id layer logs it
+//! with the request id, which the caller gets in `x-nimbus-request-id`.
 
 use crate::pool::PoolError;
 use crate::registry::RegistryError;
@@ -17,11 +19,33 @@ pub struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) retry_after_s: Option<u64>,
+    pub(crate) detail: Option<String>,
 }
+
+/// What the server log gets about an error and the caller does not.
+#[derive(Debug, Clone)]
+pub(crate) struct Detail(pub String);
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after_s: None }
+        ApiError { status, code, message: message.into(), retry_after_s: None, detail: None }
+    }
+
+    /// The same answer, with `detail` for the server log only.
+    pub(crate) fn with_detail(self, detail: impl Into<String>) -> Self {
+        ApiError { detail: Some(detail.into()), ..self }
+    }
+
+    /// Asks the caller to retry after `seconds`.
+    pub(crate) fn retry_after(self, seconds: u64) -> Self {
+        ApiError { retry_after_s: Some(seconds), ..self }
+    }
+
+    /// Rewrites server paths in the message: the data directory becomes
+    /// `$DATA_DIR`, an artifact folder the `/model` the handler sees.
+    pub(crate) fn scrubbed(mut self, data_dir: &std::path::Path) -> Self {
+        self.message = scrub(&self.message, data_dir);
+        self
     }
 
     pub(crate) fn not_found(name: &str) -> Self {
@@ -44,6 +68,8 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after_s {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());
         }
+        let detail = self.detail.unwrap_or(self.message);
+        response.extensions_mut().insert(Detail(format!("{}: {detail}", self.code)));
         response
     }
 }
@@ -59,14 +85,12 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
             StoreError::Upload(_) => Self::bad_request(e.to_string()),
-            StoreError::Io(_) | StoreError::Db(_) => {
-                tracing::error!("storage failure: {e}");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    "the server could not store the data; see its log",
-                )
-            }
+            StoreError::Io(_) | StoreError::Db(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage_error",
+                "the server could not store the data; its log has the details under this request's id",
+            )
+            .with_detail(e.to_string()),
         }
     }
 }
@@ -85,12 +109,12 @@ impl From<RegistryError> for ApiError {
                     LoadError::Init(_) => "init_failed",
                     LoadError::Artifacts(_) | LoadError::Model(_) => "invalid_model",
                     LoadError::Internal(_) => {
-                        tracing::error!("load failure: {e}");
                         return Self::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             "internal",
-                            "deploy failed on the server; see its log",
-                        );
+                            "deploy failed on the server; its log has the details under this request's id",
+                        )
+                        .with_detail(e.to_string());
                     }
                 };
                 Self::new(
@@ -120,9 +144,21 @@ impl From<InvokeError> for ApiError {
             InvokeError::Trap(_) => (StatusCode::INTERNAL_SERVER_ERROR, "handler_trapped"),
             InvokeError::MemoryExceeded(_) => (StatusCode::INTERNAL_SERVER_ERROR, "memory_exceeded"),
             InvokeError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            InvokeError::AtCapacity => {
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "at_capacity",
+                    "this host is at capacity (instance slots or memory for requests); retry shortly",
+                )
+                .retry_after(1);
+            }
             InvokeError::Internal(_) => {
-                tracing::error!("invocation failure: {e}");
-                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; see its log");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed; its log has the details under this request's id",
+                )
+                .with_detail(e.to_string());
             }
         };
         Self::new(status, code, message)
@@ -132,19 +168,97 @@ impl From<InvokeError> for ApiError {
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         match e {
-            PoolError::Throttled { retry_after_s, .. } => ApiError {
-                retry_after_s: Some(retry_after_s),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string())
-            },
-            PoolError::Load(e) => {
-                tracing::error!("cold start failed: {e}");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cold_start_failed",
-                    format!("the function could not start: {e}"),
-                )
+            PoolError::Throttled { retry_after_s, .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()).retry_after(retry_after_s)
             }
+            PoolError::Load(e) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cold_start_failed",
+                "the function could not start; its owner sees why in `nimbus describe`, and the server log has \
+                 the details under this request's id",
+            )
+            .with_detail(e.to_string()),
             PoolError::Invoke(e) => e.into(),
         }
+    }
+}
+
+/// `message` with `data_dir` (and the artifact folders in it) replaced.
+pub(crate) fn scrub(message: &str, data_dir: &std::path::Path) -> String {
+    let root = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut out = message.to_owned();
+    for root in [root.display().to_string(), data_dir.display().to_string()] {
+        let artifacts = format!("{root}/artifacts/");
+        while let Some(at) = out.find(&artifacts) {
+            let rest = &out[at + artifacts.len()..];
+            let digest_len = rest.find('/').unwrap_or(rest.len());
+            out.replace_range(at..at + artifacts.len() + digest_len, "/model");
+        }
+        if !root.is_empty() {
+            out = out.replace(&root, "$DATA_DIR");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(e: ApiError) -> (u16, serde_json::Value, Option<String>) {
+        let r = e.into_response();
+        let detail = r.extensions().get::<Detail>().map(|d| d.0.clone());
+        let status = r.status().as_u16();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let bytes = runtime.block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap(), detail)
+    }
+
+    #[test]
+    fn host_failures_say_nothing_internal() {
+        let (status, json, detail) = body(InvokeError::Internal("/srv/nimbus/compiled/x: EIO".into()).into());
+        assert_eq!(status, 500);
+        assert_eq!(json["error"]["code"], "internal");
+        assert!(!json.to_string().contains("/srv"), "{json}");
+        assert!(detail.unwrap().contains("/srv/nimbus/compiled/x: EIO"));
+
+        let load = LoadError::Artifacts("/srv/nimbus/blobs/sha256/ab: missing".into());
+        let (status, json, detail) = body(PoolError::Load(load).into());
+        assert_eq!((status, json["error"]["code"].as_str()), (500, Some("cold_start_failed")));
+        assert!(!json.to_string().contains("/srv"), "{json}");
+        assert!(detail.unwrap().contains("missing"));
+    }
+
+    #[test]
+    fn guest_errors_keep_their_words_and_statuses() {
+        let cases = [
+            (InvokeError::BadInput("row 1".into()), 400, "bad_input"),
+            (InvokeError::UnsupportedMediaType("csv only".into()), 415, "unsupported_media_type"),
+            (InvokeError::NotAcceptable("json only".into()), 406, "not_acceptable"),
+            (InvokeError::Trap("panicked".into()), 500, "handler_trapped"),
+            (InvokeError::Timeout(std::time::Duration::from_secs(2)), 504, "timeout"),
+            (InvokeError::AtCapacity, 503, "at_capacity"),
+        ];
+        for (e, status, code) in cases {
+            let (s, json, _) = body(e.into());
+            assert_eq!((s, json["error"]["code"].as_str()), (status, Some(code)));
+        }
+        let (s, json, _) = body(InvokeError::BadInput("row 1, column 3".into()).into());
+        assert_eq!((s, json["error"]["message"].as_str()), (400, Some("row 1, column 3")));
+    }
+
+    #[test]
+    fn throttles_say_when_to_retry() {
+        let e = PoolError::Throttled { function: "f".into(), max: 2, retry_after_s: 1 };
+        let r = ApiError::from(e).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn server_paths_are_scrubbed() {
+        let root = std::path::Path::new("/srv/data");
+        let m = "model `x`: Load model from /srv/data/artifacts/sha256-0123/x.onnx failed; cache /srv/data/compiled/k";
+        assert_eq!(scrub(m, root), "model `x`: Load model from /model/x.onnx failed; cache $DATA_DIR/compiled/k");
     }
 }

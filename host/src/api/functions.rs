@@ -5,6 +5,7 @@
 //! (`PUT /v1/functions/{name}`).
 
 use super::App;
+use super::auth::Admin;
 use super::error::ApiError;
 use crate::pool::{Gauges, Percentiles};
 use crate::registry::{Bundle, Deployed, FunctionRecord};
@@ -12,7 +13,7 @@ use crate::store::Digest;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,22 +26,20 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
 }
 
 pub(super) async fn has_blob(
+    _: Admin,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(d): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.tokens.admin(&headers)?;
     let d = digest(&d)?;
     Ok(if app.registry.store().blobs.contains(&d) { StatusCode::OK } else { StatusCode::NOT_FOUND })
 }
 
 pub(super) async fn put_blob(
+    _: Admin,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(d): Path<String>,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    app.tokens.admin(&headers)?;
     let d = digest(&d)?;
     let blobs = &app.registry.store().blobs;
     let size = match blobs.size(&d) {
@@ -63,10 +62,13 @@ pub struct FunctionView {
     cold_starts: u64,
     instances: Gauges,
     latency: Percentiles,
+    /// Why the function could not load, when its last load failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_error: Option<String>,
 }
 
 impl FunctionView {
-    pub(super) fn of(d: &Deployed) -> Self {
+    pub(super) fn of(d: &Deployed, data_dir: &std::path::Path) -> Self {
         let m = &d.pool.metrics;
         let instances = d.pool.gauges();
         FunctionView {
@@ -79,46 +81,48 @@ impl FunctionView {
             cold_starts: m.cold_starts.load(Ordering::Relaxed),
             instances,
             latency: m.percentiles(),
+            load_error: d.pool.load_error().map(|e| super::error::scrub(&e, data_dir)),
         }
     }
 }
 
 pub(super) async fn deploy(
+    _: Admin,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
-    app.tokens.admin(&headers)?;
     let bundle: Bundle =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
     let existed = app.registry.get(&name).is_some();
-    let record = app.registry.deploy(&name, bundle).await?;
+    let record = app
+        .registry
+        .deploy(&name, bundle)
+        .await
+        .map_err(|e| ApiError::from(e).scrubbed(app.registry.store().root()))?;
     Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, Json(record)))
 }
 
-pub(super) async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    app.tokens.admin(&headers)?;
-    let functions: Vec<FunctionView> = app.registry.list().iter().map(|d| FunctionView::of(d)).collect();
+pub(super) async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let root = app.registry.store().root();
+    let functions: Vec<FunctionView> = app.registry.list().iter().map(|d| FunctionView::of(d, root)).collect();
     Ok(Json(serde_json::json!({ "functions": functions })))
 }
 
 pub(super) async fn describe(
+    _: Admin,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, ApiError> {
-    app.tokens.admin(&headers)?;
     let d = app.registry.get(&name).ok_or_else(|| ApiError::not_found(&name))?;
-    Ok(Json(FunctionView::of(&d)))
+    Ok(Json(FunctionView::of(&d, app.registry.store().root())))
 }
 
 pub(super) async fn delete(
+    _: Admin,
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    app.tokens.admin(&headers)?;
     app.registry.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

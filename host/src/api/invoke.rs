@@ -1,9 +1,11 @@
 //! `POST /v1/functions/{name}/invocations`: bytes and content types pass
 //! through to the handler, its bytes and content type come back, with the
 //! request id, the function version and the model and overhead latencies in
-//! headers (SageMaker's ModelLatency and OverheadLatency).
+//! headers (SageMaker's ModelLatency and OverheadLatency). The caller is
+//! authenticated before the function is looked up.
 
 use super::App;
+use super::auth::Invoker;
 use super::error::ApiError;
 use crate::runtime::Request;
 use axum::body::Body;
@@ -27,17 +29,17 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName, default: &str) -> S
 }
 
 pub(super) async fn invoke(
+    _: Invoker,
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
     let start = Instant::now();
-    let id = app.next_request_id();
-    let deployed = app.registry.get(&name);
+    let Some(deployed) = app.registry.get(&name) else {
+        return ApiError::not_found(&name).into_response();
+    };
     let result = async {
-        app.tokens.invoke(&headers)?;
-        let deployed = deployed.as_ref().ok_or_else(|| ApiError::not_found(&name))?;
         let limit = deployed.record.config.payload_limit_bytes;
         let too_large = || {
             ApiError::new(
@@ -56,8 +58,7 @@ pub(super) async fn invoke(
             accept: header_str(&headers, header::ACCEPT, "*/*"),
             body: body.to_vec(),
         };
-        let invoked = deployed.pool.invoke(request).await?;
-        Ok::<_, ApiError>(invoked)
+        Ok::<_, ApiError>(deployed.pool.invoke(request).await?)
     }
     .await;
     let mut response = match result {
@@ -68,22 +69,14 @@ pub(super) async fn invoke(
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             let overhead = start.elapsed().saturating_sub(model);
-            if let Some(d) = &deployed {
-                d.pool.metrics.record_latency(model, overhead);
-            }
+            deployed.pool.metrics.record_latency(model, overhead);
             r.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
             r.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
             r
         }
-        Err(e) => {
-            tracing::info!(request_id = %id, function = %name, status = e.status.as_u16(), "{}", e.message);
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     };
-    if let Some(d) = &deployed {
-        d.pool.metrics.record_status(response.status().as_u16());
-        response.headers_mut().insert(VERSION, HeaderValue::from(d.record.version));
-    }
-    response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&id).expect("hex id"));
+    deployed.pool.metrics.record_status(response.status().as_u16());
+    response.headers_mut().insert(VERSION, HeaderValue::from(deployed.record.version));
     response
 }

@@ -1,12 +1,14 @@
 //! The HTTP API (axum): routes, shared state, graceful shutdown.
 //!
-//! Flow of an invocation: `invoke` (auth, payload limit) -> registry (name
-//! -> live version) -> runtime (fresh instance, handler) -> response with
-//! latency headers. Every error is JSON with a stable code (see `error`).
-//! Documented in docs/api.md.
+//! Flow of an invocation: request id -> `auth` (an extractor per scope) ->
+//! `invoke` (lookup, payload limit) -> registry (name -> live version) ->
+//! pool -> runtime -> response with latency headers. Every error is JSON
+//! with a stable code (see `error`); its internal detail goes to the log
+//! with the request id. Documented in docs/api.md.
 
 mod auth;
 mod error;
+pub mod front;
 mod functions;
 mod invoke;
 mod metrics;
@@ -17,6 +19,10 @@ pub use invoke::{MODEL_LATENCY, OVERHEAD_LATENCY, REQUEST_ID, VERSION};
 
 use crate::registry::Registry;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What every handler shares.
 pub struct App {
     /// Functions by name.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Who may do what.
     pub tokens: Tokens,
     ids: AtomicU64,
@@ -33,7 +39,7 @@ pub struct App {
 
 impl App {
     /// Shared state over a registry.
-    pub fn new(registry: Registry, tokens: Tokens) -> Arc<Self> {
+    pub fn new(registry: Arc<Registry>, tokens: Tokens) -> Arc<Self> {
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         Arc::new(App {
@@ -61,29 +67,32 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), request_id))
         .with_state(app)
 }
 
-/// Serves `app` on `listener` until Ctrl-C or SIGTERM, then lets requests
-/// in flight finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
-    let reaper = tokio::spawn(reap(app.clone()));
-    let served = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await;
-    reaper.abort();
-    served
+/// Gives every request an id (`x-nimbus-request-id`) and logs the detail
+/// of an error answer under it.
+async fn request_id(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let id = app.next_request_id();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if let Some(error::Detail(detail)) = response.extensions_mut().remove::<error::Detail>() {
+        let status = response.status().as_u16();
+        if response.status().is_server_error() {
+            tracing::warn!(request_id = %id, %path, status, "{detail}");
+        } else {
+            tracing::info!(request_id = %id, %path, status, "{detail}");
+        }
+    }
+    response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&id).expect("hex id"));
+    response
 }
 
-/// How often idle pools are checked for scaling down.
-const REAP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
-async fn reap(app: Arc<App>) {
-    let mut tick = tokio::time::interval(REAP_EVERY);
-    loop {
-        tick.tick().await;
-        let app = app.clone();
-        // Dropping sessions and instances can take a while; not on a worker.
-        let _ = tokio::task::spawn_blocking(move || app.registry.reap()).await;
-    }
+/// Serves `app` on `listener` with the front's `limits` until Ctrl-C or
+/// SIGTERM, then lets requests in flight finish for a bounded time.
+pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, limits: front::Limits) -> std::io::Result<()> {
+    front::serve(listener, router(app), limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

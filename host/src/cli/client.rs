@@ -104,12 +104,20 @@ impl Client {
         self.finish(self.auth(self.agent.get(self.url(path))).call())
     }
 
-    pub(crate) fn head(&self, path: &str) -> Result<u16, ClientError> {
+    /// Whether `path` exists (200) or not (404); any other refusal (a
+    /// missing or wrong token, say) is an error.
+    pub(crate) fn exists(&self, path: &str) -> Result<bool, ClientError> {
         let r = self.auth(self.agent.head(self.url(path))).call();
-        match self.finish(r) {
-            Ok(a) => Ok(a.status),
-            Err(e) if e.exit == Exit::Refused => Ok(404),
-            Err(e) => Err(e),
+        match r {
+            Ok(response) if response.status() == 404 => Ok(false),
+            // A HEAD answer has no body to carry the server's message.
+            Ok(response) if response.status() == 401 => Err(ClientError {
+                message: "this operation needs `Authorization: Bearer <token>`; pass --token or set NIMBUS_TOKEN \
+                          (401 unauthorized)"
+                    .into(),
+                exit: Exit::Refused,
+            }),
+            other => self.finish(other).map(|a| a.status == 200),
         }
     }
 
@@ -121,8 +129,14 @@ impl Client {
         self.finish(self.auth(self.agent.put(self.url(path))).send_json(body))
     }
 
+    /// Streams `len` bytes up. `Expect: 100-continue` lets the server
+    /// refuse before the body is sent, so a refusal costs no upload and the
+    /// client reads the server's answer instead of a broken pipe.
     pub(crate) fn put_reader(&self, path: &str, len: u64, reader: &mut dyn Read) -> Result<Answer, ClientError> {
-        let req = self.auth(self.agent.put(self.url(path))).header("content-length", len.to_string());
+        let req = self
+            .auth(self.agent.put(self.url(path)))
+            .header("content-length", len.to_string())
+            .header("expect", "100-continue");
         self.finish(req.send(ureq::SendBody::from_reader(reader)))
     }
 

@@ -44,6 +44,9 @@ pub(crate) struct DeployArgs {
     /// Milliseconds a request over max concurrency waits before a 429.
     #[arg(long)]
     queue_timeout_ms: Option<u64>,
+    /// Seconds `init` may run (1..300).
+    #[arg(long)]
+    init_timeout: Option<u64>,
     /// Environment variable for the handler (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
     env: Vec<(String, String)>,
@@ -126,6 +129,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     config.payload_limit_bytes = args.payload_limit.unwrap_or(config.payload_limit_bytes);
     config.idle_timeout_s = args.idle_timeout.or(config.idle_timeout_s);
     config.queue_timeout_ms = args.queue_timeout_ms.unwrap_or(config.queue_timeout_ms);
+    config.init_timeout_s = args.init_timeout.unwrap_or(config.init_timeout_s);
     config.env.extend(args.env);
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
 
@@ -154,16 +158,16 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             "{verb} `{}` version {} ({} MB, max concurrency {})",
             record.name, record.version, record.config.memory_mb, record.config.max_concurrency
         );
-        println!("invoke: nimbus invoke {} --data ...", record.name);
     }
     Ok(())
 }
 
 /// Uploads the blobs the server does not have, with one progress bar.
 fn upload(client: &Client, blobs: &[Blob], quiet: bool) -> anyhow::Result<()> {
+    // The first of these calls also checks the token, before any upload.
     let mut missing = Vec::new();
     for b in blobs {
-        if client.head(&format!("/v1/blobs/{}", b.digest.as_str()))? != 200
+        if !client.exists(&format!("/v1/blobs/{}", b.digest.as_str()))?
             && !missing.iter().any(|m: &&Blob| m.digest == b.digest)
         {
             missing.push(b);

@@ -27,6 +27,13 @@ pub(crate) struct ServeArgs {
     /// Require this token (or the admin token) to invoke functions.
     #[arg(long, env = "NIMBUS_INVOKE_TOKEN", hide_env_values = true)]
     invoke_token: Option<String>,
+    /// Accept this token (besides the admin token) for GET /metrics.
+    #[arg(long, env = "NIMBUS_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+    /// Serve GET /metrics without a token (only on a trusted network: it
+    /// names every function).
+    #[arg(long)]
+    metrics_open: bool,
     /// Seconds an unreferenced blob is kept before collection (covers
     /// uploads of a deploy still in flight).
     #[arg(long, default_value_t = crate::registry::DEFAULT_BLOB_GRACE.as_secs())]
@@ -36,10 +43,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 300)]
     idle_timeout: u64,
     /// Memory budget in MB across loaded functions (sum of their tiers);
-    /// past it, least recently used idle functions scale to zero. Default:
-    /// 80% of the host's memory.
+    /// past it, least recently used idle functions scale to zero. Requests
+    /// together (guest memory and what the host holds for them) are held
+    /// to it too: past it they get 503 `at_capacity`. Default: 80% of the
+    /// host's memory.
     #[arg(long)]
     memory_budget_mb: Option<u64>,
+    /// Most connections served at once; past it a new one gets 503.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
 }
 
 /// The admin token: given, stored, or made now and stored.
@@ -68,7 +86,12 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.data_dir).with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
-    let tokens = Tokens { admin: admin_token(&args.data_dir, args.admin_token)?, invoke: args.invoke_token };
+    let tokens = Tokens {
+        admin: admin_token(&args.data_dir, args.admin_token)?,
+        invoke: args.invoke_token,
+        metrics: args.metrics_token,
+        metrics_open: args.metrics_open,
+    };
     crate::nn::init()?;
     let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let defaults = Options::default();
@@ -77,11 +100,39 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         memory_budget_mb: args.memory_budget_mb.unwrap_or(defaults.memory_budget_mb),
     };
-    let registry = Registry::open(Arc::new(store), runtime, options).await?;
+    runtime.limit_request_memory(options.memory_budget_mb << 20);
+    let registry = Arc::new(Registry::open(Arc::new(store), runtime, options)?);
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let functions = registry.list().len();
     tracing::info!(addr = %args.addr, functions, "serving");
     eprintln!("nimbus listening on http://{} ({functions} functions)", listener.local_addr()?);
-    api::serve(listener, App::new(registry, tokens)).await?;
+    let reaper = tokio::spawn(registry.clone().reap_forever());
+    let warm = registry.clone();
+    tokio::spawn(async move { warm.warm_provisioned().await });
+    raise_open_file_limit();
+    let limits = api::front::Limits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: Duration::from_secs(args.header_timeout.max(1)),
+        drain_timeout: Duration::from_secs(args.shutdown_timeout),
+        ..api::front::Limits::default()
+    };
+    api::serve(listener, App::new(registry, tokens), limits).await?;
+    reaper.abort();
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: every connection
+/// is a descriptor, and the default soft limit (1024) is below the front's
+/// connection limit.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
 }

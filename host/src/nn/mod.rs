@@ -9,13 +9,29 @@
 //! are shared (`Arc`) by every instance of a function and are safe to run
 //! from several threads at once.
 
+mod alloc;
+mod check;
 mod graph;
 mod library;
 mod tensor;
 
-pub use graph::{Graph, GraphOptions, Graphs};
+pub use check::{CheckError, ExternalProblem, ModelInfo, check_model};
+pub use graph::{Graph, GraphOptions, Graphs, MAX_GRAPHS, MAX_NODES};
 pub use library::{init, library_path};
 pub use tensor::{ElementType, Tensor};
+
+/// Hands freed heap back to the OS. glibc keeps freed memory in its arenas
+/// (ONNX Runtime sessions are hundreds of MB), so without this a host that
+/// once loaded many functions stays that large, and resident-memory
+/// measurements see garbage.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // arenas to the OS; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// Why a graph could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +47,9 @@ pub enum NnError {
         /// What went wrong.
         message: String,
     },
+    /// The host refused a model file before ONNX Runtime saw it.
+    #[error(transparent)]
+    Refused(#[from] CheckError),
     /// The inputs do not match the graph's signature.
     #[error("graph `{graph}`: {message}")]
     InvalidInput {
@@ -38,6 +57,14 @@ pub enum NnError {
         graph: String,
         /// What was expected and what arrived.
         message: String,
+    },
+    /// The run needed more memory than its caller has left in its tier.
+    #[error("graph `{graph}` needs more than the {limit} bytes left in the memory tier")]
+    OutOfMemory {
+        /// The graph name.
+        graph: String,
+        /// What was left.
+        limit: u64,
     },
     /// ONNX Runtime failed while running the graph.
     #[error("graph `{graph}` failed: {message}")]

@@ -79,19 +79,20 @@ impl std::fmt::Debug for Tensor {
 }
 
 impl Tensor {
-    /// Elements implied by the dimensions.
-    pub fn len(&self) -> u64 {
-        self.dims.iter().map(|&d| u64::from(d)).product()
+    /// Elements implied by the dimensions, or `None` if that overflows.
+    pub fn len(&self) -> Option<u64> {
+        elements(&self.dims)
     }
 
     /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == Some(0)
     }
 
-    /// The byte length the dimensions and type call for.
-    pub fn expected_bytes(&self) -> u64 {
-        self.len() * self.ty.size() as u64
+    /// The byte length the dimensions and type call for, or `None` if it
+    /// does not fit in 64 bits (a hostile shape, never a real tensor).
+    pub fn expected_bytes(&self) -> Option<u64> {
+        bytes_of(&self.dims, self.ty)
     }
 
     pub(crate) fn to_ort(&self) -> ort::Result<ort::value::DynTensor> {
@@ -108,7 +109,20 @@ impl Tensor {
         Ok(value)
     }
 
-    pub(crate) fn from_ort(value: &ort::value::DynValue) -> Result<Self, String> {
+    /// Copies an ONNX Runtime output out, if it is at most `limit` bytes;
+    /// the size is checked before anything is copied.
+    pub(crate) fn from_ort(value: &ort::value::DynValue, limit: &mut u64) -> Result<Self, OutputError> {
+        let tensor = Self::shape_of(value).map_err(OutputError::Unsupported)?;
+        let bytes = tensor.expected_bytes().ok_or_else(|| OutputError::Unsupported("output size overflows".into()))?;
+        if bytes > *limit {
+            return Err(OutputError::TooLarge);
+        }
+        *limit -= bytes;
+        tensor.fill_from(value).map_err(OutputError::Unsupported)
+    }
+
+    /// An empty tensor with `value`'s type and shape.
+    fn shape_of(value: &ort::value::DynValue) -> Result<Self, String> {
         let ort::value::ValueType::Tensor { ty, shape, .. } = value.dtype() else {
             return Err(format!("output is a {}, not a tensor", value.dtype()));
         };
@@ -117,14 +131,89 @@ impl Tensor {
             .iter()
             .map(|&d| u32::try_from(d).map_err(|_| format!("dimension {d} does not fit wasi-nn")))
             .collect::<Result<Vec<u32>, String>>()?;
-        let mut tensor = Tensor { dims, ty, data: Vec::new() };
-        let bytes = tensor.expected_bytes() as usize;
+        Ok(Tensor { dims, ty, data: Vec::new() })
+    }
+
+    /// Copies `value`'s elements into this tensor of its shape.
+    fn fill_from(mut self, value: &ort::value::DynValue) -> Result<Self, String> {
+        let bytes = self.expected_bytes().ok_or("output size overflows")? as usize;
         if bytes > 0 {
             let tensor_ref = value.downcast_ref::<ort::value::DynTensorValueType>().map_err(|e| e.to_string())?;
             // SAFETY: a CPU tensor of this shape and type holds exactly
             // `bytes` contiguous bytes at its data pointer.
-            tensor.data = unsafe { std::slice::from_raw_parts(tensor_ref.data_ptr().cast::<u8>(), bytes) }.to_vec();
+            self.data = unsafe { std::slice::from_raw_parts(tensor_ref.data_ptr().cast::<u8>(), bytes) }.to_vec();
         }
-        Ok(tensor)
+        Ok(self)
+    }
+}
+
+/// Why an output could not be copied out.
+#[derive(Debug)]
+pub(crate) enum OutputError {
+    /// Not a tensor wasi-nn can carry.
+    Unsupported(String),
+    /// More bytes than the caller may hold.
+    TooLarge,
+}
+
+/// Elements of a shape, checked.
+fn elements(dims: &[u32]) -> Option<u64> {
+    dims.iter().try_fold(1u64, |n, &d| n.checked_mul(u64::from(d)))
+}
+
+/// Bytes of a shape of `ty`, checked.
+fn bytes_of(dims: &[u32], ty: ElementType) -> Option<u64> {
+    elements(dims)?.checked_mul(ty.size() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(dims: &[u32], ty: ElementType) -> Tensor {
+        Tensor { dims: dims.to_vec(), ty, data: Vec::new() }
+    }
+
+    #[test]
+    fn sizes_are_checked_not_wrapped() {
+        assert_eq!(tensor(&[2, 3], ElementType::F32).expected_bytes(), Some(24));
+        assert_eq!(tensor(&[], ElementType::I64).expected_bytes(), Some(8), "a scalar is one element");
+        assert_eq!(tensor(&[4, 0], ElementType::F64).expected_bytes(), Some(0));
+        assert!(tensor(&[0, 4], ElementType::U8).is_empty());
+        let huge = tensor(&[u32::MAX, u32::MAX, u32::MAX], ElementType::F32);
+        assert_eq!(huge.len(), None);
+        assert_eq!(huge.expected_bytes(), None);
+        assert_eq!(
+            tensor(&[u32::MAX, u32::MAX], ElementType::I64).expected_bytes(),
+            None,
+            "elements fit, bytes do not"
+        );
+    }
+
+    #[test]
+    fn every_type_round_trips_through_onnx_runtime() {
+        if crate::nn::init().is_err() {
+            panic!("ONNX Runtime library missing: run `make build`");
+        }
+        for ty in [
+            ElementType::F16,
+            ElementType::F32,
+            ElementType::F64,
+            ElementType::BF16,
+            ElementType::U8,
+            ElementType::I32,
+            ElementType::I64,
+        ] {
+            let dims = vec![2, 3];
+            let data: Vec<u8> = (0..6 * ty.size()).map(|i| i as u8).collect();
+            let t = Tensor { dims, ty, data };
+            let value = t.to_ort().unwrap().into_dyn();
+            let mut limit = 1 << 20;
+            let back = Tensor::from_ort(&value, &mut limit).unwrap();
+            assert_eq!(back, t, "{ty:?}");
+            assert_eq!(limit, (1 << 20) - t.data.len() as u64);
+            let mut small = 4;
+            assert!(matches!(Tensor::from_ort(&value, &mut small), Err(OutputError::TooLarge)));
+        }
     }
 }

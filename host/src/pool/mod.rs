@@ -9,7 +9,9 @@
 //!   ahead of time) or makes one (a cold start); every instance serves one
 //!   request and is dropped, so requests never share state;
 //! - after a request, ready instances are refilled in the background up to
-//!   the larger of provisioned concurrency and the peak concurrency seen;
+//!   the larger of provisioned concurrency and the peak concurrency seen
+//!   (never past max concurrency, and never into the host's reserved
+//!   instance slots, which stay free for other functions' requests);
 //! - a function idle for `idle_timeout` with nothing provisioned drops its
 //!   instances, its component and its ONNX Runtime sessions (scaled to
 //!   zero); the next request brings it back (a cold start whose time is
@@ -23,7 +25,7 @@ pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
 
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
-    Source, serve,
+    Source, Start, serve,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -88,6 +90,8 @@ struct Inner {
     making: u32,
     peak: u32,
     last_used: Option<Instant>,
+    /// Why the last load failed, until one succeeds.
+    load_error: Option<String>,
 }
 
 /// One function's instances.
@@ -113,20 +117,30 @@ impl Drop for Busy {
 }
 
 impl Pool {
-    /// Loads the function and fills the provisioned instances.
-    pub async fn start(loader: Loader, scaling: Scaling) -> Result<Arc<Self>, LoadError> {
-        let pool = Arc::new(Pool {
+    /// A pool with nothing loaded: the first request (or [`Pool::warm`])
+    /// loads the function.
+    pub fn new(loader: Loader, scaling: Scaling) -> Arc<Self> {
+        Arc::new(Pool {
             loader,
             scaling,
             inner: Mutex::new(Inner::default()),
             loading: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(scaling.max_concurrency as usize)),
             metrics: Metrics::default(),
-        });
-        pool.ensure_loaded().await?;
-        let refill = pool.clone();
-        let _ = tokio::task::spawn_blocking(move || refill.refill(None)).await;
-        Ok(pool)
+        })
+    }
+
+    /// Loads the function and fills the provisioned instances.
+    pub async fn warm(self: &Arc<Self>) -> Result<(), LoadError> {
+        self.ensure_loaded().await?;
+        let refill = self.clone();
+        let _ = self.loader.runtime.run(async move { refill.refill(None).await }).await;
+        Ok(())
+    }
+
+    /// Whether the function keeps instances ready at all times.
+    pub fn provisioned(&self) -> bool {
+        self.scaling.provisioned > 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -144,11 +158,20 @@ impl Pool {
         }
         let start = Instant::now();
         let l = &self.loader;
-        let function = Arc::new(Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await?);
+        let loaded = Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await;
+        let function = match loaded {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                tracing::error!(function = %l.name, "could not load: {e}");
+                self.lock().load_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
         self.metrics.model_setup.observe(start.elapsed());
         tracing::info!(function = %l.name, setup_ms = start.elapsed().as_millis() as u64, "loaded");
         let mut inner = self.lock();
         inner.function = Some(function.clone());
+        inner.load_error = None;
         // Loading counts as use: a fresh load is not the first to evict.
         inner.last_used = Some(Instant::now());
         Ok(function)
@@ -175,37 +198,30 @@ impl Pool {
             inner.ready.pop()
         };
         let busy = Busy(self.clone());
-        let (function, instance) = match ready {
-            Some(instance) => (None, Some(instance)),
+        let start = match ready {
+            Some(instance) => Start::Warm(instance),
             None => {
                 self.metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
-                (Some(self.ensure_loaded().await?), None)
+                Start::Cold(self.ensure_loaded().await?)
             }
         };
-        // One thread handoff per request: the blocking task answers, frees
+        // One task per request on the guests' executor: it answers, frees
         // the slot, and only then drops the served instance and pre-makes
-        // the next one, so that work is off the request's path but needs
-        // no second task.
+        // the next one, so that work is off the request's path.
         let (answer, answered) = tokio::sync::oneshot::channel();
         let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let make = || match (instance, function) {
-                (Some(instance), _) => Ok(instance),
-                (None, Some(function)) => function.instance(),
-                (None, None) => unreachable!("a request has a ready instance or a function"),
-            };
-            let (invoked, retired) = serve(make, &request);
+        self.loader.runtime.spawn(async move {
+            let (invoked, retired) = serve(start, &request).await;
             drop(busy);
             drop(permit);
             let _ = answer.send(invoked);
-            pool.refill(retired);
+            pool.refill(retired).await;
         });
         Ok(answered.await.map_err(|e| InvokeError::Internal(format!("request task: {e}")))??)
     }
 
     /// Drops a served instance and makes ready instances up to the target.
-    /// Blocking: runs on a blocking thread, after the answer went out.
-    fn refill(&self, retired: Option<Retired>) {
+    async fn refill(&self, retired: Option<Retired>) {
         drop(retired);
         loop {
             let function = {
@@ -213,14 +229,14 @@ impl Pool {
                 let target = inner.peak.max(self.scaling.provisioned).min(self.scaling.max_concurrency);
                 let have = inner.ready.len() as u32 + inner.busy + inner.making;
                 match inner.function.clone() {
-                    Some(f) if have < target => {
+                    Some(f) if have < target && self.loader.runtime.spare_slots() => {
                         inner.making += 1;
                         f
                     }
                     _ => return,
                 }
             };
-            let made = function.instance();
+            let made = function.instance().await;
             let mut inner = self.lock();
             inner.making -= 1;
             // Scaled to zero (or reloaded) meanwhile: the instance is stale.
@@ -284,6 +300,11 @@ impl Pool {
             sessions: function.map_or(0, |f| f.sessions() as u32),
             model_memory_bytes: function.map_or(0, |f| f.model_bytes()),
         }
+    }
+
+    /// Why the function could not load last time it tried, if it failed.
+    pub fn load_error(&self) -> Option<String> {
+        self.lock().load_error.clone()
     }
 
     /// The guest memory tier, in MB.

@@ -34,6 +34,9 @@ pub struct FunctionConfig {
     pub idle_timeout_s: Option<u64>,
     /// Milliseconds a request over max concurrency waits before a 429.
     pub queue_timeout_ms: u64,
+    /// Longest `init` may run at deploy (or after a lost snapshot), in
+    /// seconds: 1..300.
+    pub init_timeout_s: u64,
 }
 
 impl Default for FunctionConfig {
@@ -47,6 +50,7 @@ impl Default for FunctionConfig {
             env: BTreeMap::new(),
             idle_timeout_s: None,
             queue_timeout_ms: 1000,
+            init_timeout_s: limits::DEFAULT_INIT_TIMEOUT.as_secs(),
         }
     }
 }
@@ -56,6 +60,7 @@ impl FunctionConfig {
     pub fn validate(&self) -> Result<(), String> {
         MemoryTier::new(self.memory_mb).map_err(|e| format!("memory_mb: {e}"))?;
         limits::timeout(self.timeout_s).map_err(|e| format!("timeout_s: {e}"))?;
+        limits::init_timeout(self.init_timeout_s).map_err(|e| format!("init_timeout_s: {e}"))?;
         if !(1..=200).contains(&self.max_concurrency) {
             return Err(format!("max_concurrency must be between 1 and 200; got {}", self.max_concurrency));
         }
@@ -88,6 +93,7 @@ impl FunctionConfig {
         FunctionSpec {
             memory: MemoryTier::new(self.memory_mb).unwrap_or_default(),
             timeout: Duration::from_secs(self.timeout_s),
+            init_timeout: Duration::from_secs(self.init_timeout_s),
             env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             sessions: (self.max_concurrency as usize).min(sessions_cap()),
         }
@@ -112,18 +118,31 @@ fn sessions_cap() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// How a session's size was found.
+#[derive(Debug, Clone, Copy)]
+pub enum Sized {
+    /// From the `.onnx` files, before loading (a lower bound).
+    Files,
+    /// Measured while the first session of each graph was built.
+    Measured,
+}
+
 /// Checks that the models fit the memory tier: each graph is held by
 /// every one of its sessions.
-pub fn check_fits(model_bytes: u64, config: &FunctionConfig) -> Result<(), String> {
+pub fn check_fits(model_bytes: u64, config: &FunctionConfig, sized: Sized) -> Result<(), String> {
     let sessions = config.spec().sessions as u64;
     let need = model_bytes * sessions;
     let tier = u64::from(config.memory_mb) << 20;
     if need > tier {
         return Err(format!(
-            "the models need {} MB ({} MB of .onnx files x {sessions} sessions) but the memory tier is {} MB; \
+            "the models need {} MB ({} MB {} x {sessions} sessions) but the memory tier is {} MB; \
              choose a larger memory_mb or a lower max_concurrency",
             need >> 20,
             model_bytes >> 20,
+            match sized {
+                Sized::Files => "of .onnx files",
+                Sized::Measured => "measured per session",
+            },
             config.memory_mb
         ));
     }
@@ -163,8 +182,9 @@ mod tests {
     #[test]
     fn models_must_fit_the_tier() {
         let config = FunctionConfig { memory_mb: 1024, max_concurrency: 1, ..Default::default() };
-        assert!(check_fits(900 << 20, &config).is_ok());
-        let err = check_fits(1100 << 20, &config).unwrap_err();
+        assert!(check_fits(900 << 20, &config, Sized::Files).is_ok());
+        let err = check_fits(1100 << 20, &config, Sized::Measured).unwrap_err();
+        assert!(err.contains("measured per session"), "{err}");
         assert!(err.contains("need 1100 MB") && err.contains("memory tier is 1024 MB"), "{err}");
     }
 
@@ -179,6 +199,8 @@ mod tests {
             FunctionConfig { timeout_s: 0, ..Default::default() },
             FunctionConfig { timeout_s: 61, ..Default::default() },
             FunctionConfig { payload_limit_bytes: 0, ..Default::default() },
+            FunctionConfig { init_timeout_s: 0, ..Default::default() },
+            FunctionConfig { init_timeout_s: 301, ..Default::default() },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");

@@ -5,8 +5,14 @@
 //! `.onnx` loads in ONNX Runtime) before its record is written; only then
 //! does the new version replace the old one, so a failed deploy leaves the
 //! old version serving. Requests in flight on the old version finish on it.
-//! On open, every stored function is loaded again from its blobs and the
-//! precompiled-component cache, without recompiling.
+//! Deploys of one name run one at a time; deploys of different names do not
+//! wait for each other.
+//!
+//! On open, every stored function comes back at zero: nothing is loaded, so
+//! the server serves at once, and a function's first request is an ordinary
+//! cold start (from the precompiled-component cache, without recompiling).
+//! Only functions with provisioned concurrency are loaded, after the port
+//! is open ([`Registry::warm_provisioned`]), a few at a time.
 
 mod config;
 mod record;
@@ -18,7 +24,7 @@ use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
 use crate::store::{Digest, Store, StoreError};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long an unreferenced blob survives by default, so uploads for a
@@ -59,7 +65,7 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     cache: ComponentCache,
     live: RwLock<HashMap<String, Arc<Deployed>>>,
-    deploys: tokio::sync::Mutex<()>,
+    deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     options: Options,
 }
 
@@ -97,14 +103,18 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// How often idle pools are checked for scaling down.
+pub const REAP_EVERY: Duration = Duration::from_millis(250);
+
+/// How many provisioned functions load at once after a restart.
+const WARM_PARALLEL: usize = 2;
+
 impl Registry {
-    /// Opens the registry and loads every stored function. A function that
-    /// no longer loads is logged and skipped, not fatal.
-    /// Opens the registry over `store`.
-    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
+    /// Opens the registry over `store`: every stored function is back, at
+    /// zero. A record that cannot be read is logged and skipped.
+    pub fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
-        let registry =
-            Registry { store, runtime, cache, live: RwLock::default(), deploys: tokio::sync::Mutex::new(()), options };
+        let registry = Registry { store, runtime, cache, live: RwLock::default(), deploys: Mutex::default(), options };
         for (name, bytes) in registry.store.records()? {
             let record: FunctionRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
@@ -113,13 +123,32 @@ impl Registry {
                     continue;
                 }
             };
-            match registry.activate(record).await {
-                Ok(_) => tracing::info!(function = %name, "restored"),
+            match registry.pool(&record) {
+                Ok(pool) => {
+                    let deployed = Arc::new(Deployed { record, pool });
+                    registry.live.write().expect("registry lock").insert(name, deployed);
+                }
                 Err(e) => tracing::error!(function = %name, "could not restore: {e}"),
             }
         }
         registry.collect_garbage();
         Ok(registry)
+    }
+
+    /// Loads the functions with provisioned concurrency, a few at a time;
+    /// call it once the server is listening. Requests that arrive first
+    /// load the function themselves, as any cold start.
+    pub async fn warm_provisioned(&self) {
+        use futures_util::StreamExt;
+        let provisioned: Vec<Arc<Deployed>> = self.list().into_iter().filter(|d| d.pool.provisioned()).collect();
+        futures_util::stream::iter(provisioned)
+            .for_each_concurrent(WARM_PARALLEL, |d| async move {
+                match d.pool.warm().await {
+                    Ok(()) => tracing::info!(function = %d.record.name, "provisioned instances ready"),
+                    Err(e) => tracing::error!(function = %d.record.name, "could not load: {e}"),
+                }
+            })
+            .await;
     }
 
     /// The store underneath.
@@ -153,9 +182,11 @@ impl Registry {
             }
             a.size = self.store.blobs.size(&a.digest).ok_or(StoreError::MissingBlob(a.digest.clone()))?;
         }
+        record::check_no_nesting(&bundle.artifacts).map_err(RegistryError::InvalidBundle)?;
         let model_bytes: u64 = bundle.artifacts.iter().filter(|a| a.path.ends_with(".onnx")).map(|a| a.size).sum();
-        config::check_fits(model_bytes, &bundle.config).map_err(RegistryError::InvalidBundle)?;
-        let _serial = self.deploys.lock().await;
+        config::check_fits(model_bytes, &bundle.config, config::Sized::Files).map_err(RegistryError::InvalidBundle)?;
+        let serial = self.deploy_lock(name);
+        let _serial = serial.lock().await;
         let previous = self.get(name).map(|d| d.record.clone());
         let record = FunctionRecord {
             name: name.to_owned(),
@@ -179,7 +210,8 @@ impl Registry {
 
     /// Deletes `name`; in-flight requests finish on the removed version.
     pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
-        let _serial = self.deploys.lock().await;
+        let serial = self.deploy_lock(name);
+        let _serial = serial.lock().await;
         if !self.store.delete_record(name)? {
             return Err(RegistryError::NotFound(name.to_owned()));
         }
@@ -189,13 +221,28 @@ impl Registry {
         Ok(())
     }
 
-    async fn activate(&self, record: FunctionRecord) -> Result<(), RegistryError> {
-        let deployed = self.load(&record).await?;
-        self.live.write().expect("registry lock").insert(record.name.clone(), Arc::new(deployed));
-        Ok(())
+    /// The lock that serializes deploys and deletes of `name`. Locks of
+    /// names no operation holds are dropped here, so the map stays small.
+    fn deploy_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.deploys.lock().unwrap_or_else(|p| p.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(name.to_owned()).or_default().clone()
     }
 
+    /// Loads a new version, ready to take traffic, and checks what its
+    /// sessions measured against the tier.
     async fn load(&self, record: &FunctionRecord) -> Result<Deployed, RegistryError> {
+        let pool = self.pool(record)?;
+        pool.warm().await?;
+        let sessions = record.config.spec().sessions.max(1) as u64;
+        let per_session = pool.gauges().model_memory_bytes / sessions;
+        config::check_fits(per_session, &record.config, config::Sized::Measured)
+            .map_err(RegistryError::InvalidBundle)?;
+        Ok(Deployed { record: record.clone(), pool })
+    }
+
+    /// A pool for `record`, with nothing loaded yet.
+    fn pool(&self, record: &FunctionRecord) -> Result<Arc<Pool>, RegistryError> {
         let files: Vec<(String, Digest)> =
             record.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
         let dir = self.store.blobs.materialize(&record.artifacts_digest, &files)?;
@@ -212,8 +259,7 @@ impl Registry {
             spec: record.config.spec(),
             cache: self.cache.clone(),
         };
-        let pool = Pool::start(loader, record.config.scaling(self.options.idle_timeout)).await?;
-        Ok(Deployed { record: record.clone(), pool })
+        Ok(Pool::new(loader, record.config.scaling(self.options.idle_timeout)))
     }
 
     /// Removes blobs, artifact folders and compiled snapshots no stored
@@ -248,6 +294,17 @@ impl Registry {
         }
     }
 
+    /// Reaps every [`REAP_EVERY`] until the task is dropped.
+    pub async fn reap_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REAP_EVERY);
+        loop {
+            tick.tick().await;
+            let registry = self.clone();
+            // Dropping sessions and instances can take a while; not on a worker.
+            let _ = tokio::task::spawn_blocking(move || registry.reap()).await;
+        }
+    }
+
     /// Scales idle functions down (see [`Pool::reap`]), then, while the
     /// loaded functions' tiers add up past the memory budget, scales the
     /// least recently used idle ones to zero. Call it periodically.
@@ -272,19 +329,7 @@ impl Registry {
             }
         }
         if released {
-            release_freed_memory();
+            crate::nn::release_freed_memory();
         }
-    }
-}
-
-/// Hands memory freed by scaled-down functions back to the OS. glibc keeps
-/// freed heap (ONNX Runtime sessions are hundreds of MB) in its arenas, so
-/// without this a host that once loaded many functions stays that large.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own
-    // arenas to the OS; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

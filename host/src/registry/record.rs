@@ -66,6 +66,18 @@ pub fn validate_artifact_path(path: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("artifact path `{path}` must be relative, without `..` or empty segments")) }
 }
 
+/// Checks that no artifact is also a folder of another (`a` and `a/b`):
+/// both cannot exist in one folder.
+pub fn check_no_nesting(sorted: &[Artifact]) -> Result<(), String> {
+    for (i, a) in sorted.iter().enumerate() {
+        let folder = format!("{}/", a.path);
+        if let Some(b) = sorted[i + 1..].iter().find(|b| b.path.starts_with(&folder)) {
+            return Err(format!("artifact `{}` is a file, so `{}` cannot be inside it", a.path, b.path));
+        }
+    }
+    Ok(())
+}
+
 /// The digest of an artifact set: its sorted (path, digest) pairs.
 pub fn artifacts_digest(artifacts: &[Artifact]) -> Digest {
     let mut listing = String::new();
@@ -73,4 +85,32 @@ pub fn artifacts_digest(artifacts: &[Artifact]) -> Digest {
         listing.push_str(&format!("{}\0{}\n", a.path, a.digest.as_str()));
     }
     Digest::of(listing.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(path: &str) -> Artifact {
+        Artifact { path: path.into(), digest: Digest::of(path.as_bytes()), size: 0 }
+    }
+
+    #[test]
+    fn artifact_paths_stay_inside_the_folder() {
+        for good in ["a.onnx", "sub/b.txt", "x..y"] {
+            assert!(validate_artifact_path(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", "a\0b"] {
+            assert!(validate_artifact_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_cannot_also_be_a_folder() {
+        let ok = [artifact("a"), artifact("ab/c")];
+        assert!(check_no_nesting(&ok).is_ok());
+        let clash = [artifact("a"), artifact("a/b.onnx")];
+        let err = check_no_nesting(&clash).unwrap_err();
+        assert!(err.contains("`a` is a file"), "{err}");
+    }
 }

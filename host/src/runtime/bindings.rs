@@ -1,12 +1,22 @@
 //! Host bindings for the `nimbus:function/handler` world, generated from
 //! `wit/` (the same files the guest SDK reads). wasi-nn resources map onto
 //! the host types in [`super::wasi_nn`]; every import may trap, but only
-//! for host bugs (a bad resource handle), never for a guest's mistake.
+//! for host bugs (a bad resource handle) or a limit the guest ran into
+//! (its memory tier), never for a guest's mistake.
+//!
+//! The exports and `compute` are async: a request runs as a task whose
+//! deadline can cancel it anywhere, in guest code (epoch yields), in a WASI
+//! call (sleeps and polls are async WASI) or in a model run (the run runs
+//! on a blocking thread and is told to terminate).
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "nimbus:function/handler",
-    imports: { default: trappable },
+    imports: {
+        "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
     with: {
         "wasi:nn/graph.graph": super::wasi_nn::GraphHandle,
         "wasi:nn/inference.graph-execution-context": super::wasi_nn::ContextHandle,

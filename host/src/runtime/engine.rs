@@ -1,15 +1,24 @@
-//! The one wasmtime engine a process uses, its linkers and its epoch clock.
+//! The one wasmtime engine a process uses, its linkers, its epoch clock and
+//! the executor guests run on.
+//!
+//! Guests (requests and `init`) run as async tasks on their own tokio
+//! runtime, not on the workers that serve HTTP: guest code yields at every
+//! epoch tick, so many guests share that runtime's threads fairly, and a
+//! busy function never delays the HTTP front or another function's
+//! admission. The front hands each request over with one task spawn.
 //!
 //! Instances come from the pooling allocator: slots are reserved up front,
 //! so instantiation maps a snapshot's memory image copy-on-write instead of
 //! allocating. Where the address space is too small for the pool (some
 //! containers cap virtual memory), the engine falls back to on-demand
-//! allocation and says so in the log. Timeouts use epoch interruption: a
-//! thread ticks every [`TICK`], a store traps once its deadline passes.
+//! allocation and says so in the log. A thread advances the epoch every
+//! [`TICK`]; at each tick a running guest yields, and a timer around the
+//! call ends it at its deadline.
 
 use super::state::State;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
@@ -27,18 +36,28 @@ const KEEP_RESIDENT: usize = 16 << 20;
 /// Instance slots in the pool, shared by all functions.
 const POOL_INSTANCES: u32 = 1000;
 
+/// Slots that pre-made (warm) instances never take: they are kept for
+/// requests and deploys of any function, so one function's refills cannot
+/// leave another without an instance.
+pub const RESERVED_SLOTS: u32 = 100;
+
 /// A wasmtime engine set up for Nimbus, with its linkers.
 pub struct Runtime {
     pub(crate) engine: Engine,
-    /// Imports for requests: synchronous WASI, called on blocking threads.
+    /// Imports for requests: async WASI, so a deadline can end a sleep.
     pub(crate) linker: Linker<State>,
     /// A second engine for snapshotting `init`: `init` runs once, so its
     /// code is compiled without optimization, which halves deploy time.
     pub(crate) init_engine: Engine,
     /// Imports for `init`, which wizer drives asynchronously.
     pub(crate) init_linker: Linker<State>,
+    /// Instance slots in use.
+    pub(crate) slots: Arc<Slots>,
+    /// Memory all requests hold, against the host's limit.
+    pub(crate) host_memory: Arc<super::limits::HostMemory>,
     pooling: bool,
     _ticker: EpochTicker,
+    executor: Executor,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -80,17 +99,42 @@ impl Runtime {
                 (Engine::new(&config(false))?, false)
             }
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        super::bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+        let linker = linker_for(&engine)?;
         let mut init_config = config(false);
         init_config.cranelift_opt_level(wasmtime::OptLevel::None);
         let init_engine = Engine::new(&init_config)?;
-        let mut init_linker = Linker::new(&init_engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut init_linker)?;
-        super::bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut init_linker, |s| s)?;
+        let init_linker = linker_for(&init_engine)?;
         let ticker = EpochTicker::start(vec![engine.clone(), init_engine.clone()]);
-        Ok(Arc::new(Runtime { engine, linker, init_engine, init_linker, pooling, _ticker: ticker }))
+        let total = if pooling { POOL_INSTANCES } else { u32::MAX };
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            init_engine,
+            init_linker,
+            slots: Arc::new(Slots { used: AtomicU32::new(0), total }),
+            host_memory: Arc::default(),
+            pooling,
+            _ticker: ticker,
+            executor: Executor::start()?,
+        }))
+    }
+
+    /// Starts `task` on the guests' executor.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.executor.handle().spawn(task)
+    }
+
+    /// Runs `task` on the guests' executor and waits for it.
+    pub async fn run<F>(&self, task: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn(task).await
     }
 
     /// The component-cache key of a snapshot of the handler with digest
@@ -99,15 +143,87 @@ impl Runtime {
         super::ComponentCache::key(&self.engine, source_wasm, artifacts, env)
     }
 
+    /// Caps the memory all requests together may hold (guest memory and
+    /// what the host keeps for them), in bytes; unlimited until set.
+    pub fn limit_request_memory(&self, bytes: u64) {
+        self.host_memory.set_limit(bytes);
+    }
+
+    /// Whether a pre-made instance may take an instance slot now (it may
+    /// not take the ones reserved for requests and deploys).
+    pub fn spare_slots(&self) -> bool {
+        self.slots.spare()
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling
     }
 }
 
-/// Epoch deadline, in ticks, for a timeout.
-pub(crate) fn ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1
+/// The imports every handler gets: async WASI and wasi-nn.
+fn linker_for(engine: &Engine) -> wasmtime::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    super::bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// The count of instance slots in use, against the pool's total.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    used: AtomicU32,
+    total: u32,
+}
+
+impl Slots {
+    /// Counts one slot taken until the returned guard drops.
+    pub(crate) fn take(self: &Arc<Self>) -> Slot {
+        self.used.fetch_add(1, Ordering::Relaxed);
+        Slot(self.clone())
+    }
+
+    /// Whether a pre-made instance may take a slot now.
+    pub(crate) fn spare(&self) -> bool {
+        self.used.load(Ordering::Relaxed).saturating_add(RESERVED_SLOTS) < self.total
+    }
+}
+
+/// One instance slot in use.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The guests' own tokio runtime; shut down without waiting on drop.
+struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Executor {
+    fn start() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("nimbus-guest")
+            .enable_all()
+            .build()?;
+        Ok(Executor(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("executor runs until dropped").handle()
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Advances the engines' epochs every [`TICK`]; stops and joins on drop.

@@ -5,6 +5,8 @@
 //! Contract: loading does all the slow work (ONNX Runtime sessions, `init`,
 //! compilation, the first instantiation that sets up the memory image), so
 //! that a request pays only for a new store and a pooled instantiation.
+//! Loading and requests run on the guests' executor (see `engine`), never
+//! on the caller's async workers.
 
 use super::bindings::HandlerPre;
 use super::cache::{ComponentCache, digest_dir};
@@ -26,6 +28,8 @@ pub struct FunctionSpec {
     pub memory: MemoryTier,
     /// Longest a request may run.
     pub timeout: Duration,
+    /// Longest `init` may run.
+    pub init_timeout: Duration,
     /// Environment variables the handler sees.
     pub env: Vec<(String, String)>,
     /// ONNX Runtime sessions per graph (calls that may run at once).
@@ -34,7 +38,13 @@ pub struct FunctionSpec {
 
 impl Default for FunctionSpec {
     fn default() -> Self {
-        FunctionSpec { memory: MemoryTier::DEFAULT, timeout: Duration::from_secs(60), env: Vec::new(), sessions: 1 }
+        FunctionSpec {
+            memory: MemoryTier::DEFAULT,
+            timeout: Duration::from_secs(60),
+            init_timeout: super::limits::DEFAULT_INIT_TIMEOUT,
+            env: Vec::new(),
+            sessions: 1,
+        }
     }
 }
 
@@ -65,6 +75,17 @@ impl Function {
         spec: FunctionSpec,
         cache: &ComponentCache,
     ) -> Result<Self, LoadError> {
+        let load = Self::load_here(runtime.clone(), name.to_owned(), source.clone(), spec, cache.clone());
+        runtime.run(load).await.map_err(|e| LoadError::Internal(format!("load task: {e}")))?
+    }
+
+    async fn load_here(
+        runtime: Arc<Runtime>,
+        name: String,
+        source: Source,
+        spec: FunctionSpec,
+        cache: ComponentCache,
+    ) -> Result<Self, LoadError> {
         let dir = source.artifacts.clone();
         let options = GraphOptions {
             threads: spec.memory.threads(),
@@ -81,23 +102,22 @@ impl Function {
             None => {
                 let wasm = std::fs::read(&source.wasm)
                     .map_err(|e| LoadError::Artifacts(format!("{}: {e}", source.wasm.display())))?;
-                let store_spec =
-                    StoreSpec { artifacts: &source.artifacts, env: &spec.env, graphs: &graphs, memory: spec.memory };
-                let snapshot = snapshot::snapshot(runtime, name, &wasm, &store_spec).await?;
+                let store_spec = StoreSpec {
+                    artifacts: &source.artifacts,
+                    env: &spec.env,
+                    graphs: &graphs,
+                    memory: spec.memory,
+                    host_memory: &runtime.host_memory,
+                };
+                let snapshot = snapshot::snapshot(&runtime, &name, &wasm, &store_spec, spec.init_timeout).await?;
                 cache.store(&runtime.engine, &key, &snapshot)?
             }
         };
         let pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
-        let function = Arc::new(Function {
-            name: name.to_owned(),
-            runtime: runtime.clone(),
-            pre,
-            graphs,
-            spec,
-            artifacts: source.artifacts.clone(),
-        });
-        drop(function.instance().map_err(|e| LoadError::Internal(e.to_string()))?);
+        let function =
+            Arc::new(Function { name, runtime: runtime.clone(), pre, graphs, spec, artifacts: source.artifacts });
+        drop(function.instance().await.map_err(|e| LoadError::Internal(e.to_string()))?);
         Ok(Arc::into_inner(function).expect("no other reference yet"))
     }
 
@@ -112,14 +132,8 @@ impl Function {
     }
 
     /// A fresh instance from the snapshot, ready for one request.
-    pub fn instance(self: &Arc<Self>) -> Result<Instance, InvokeError> {
-        Instance::new(self.clone())
-    }
-
-    /// Serves one request in a fresh instance. Blocks: call it from a
-    /// blocking thread, or use [`Function::call`] from async code.
-    pub fn invoke(self: &Arc<Self>, request: &Request) -> Result<Response, InvokeError> {
-        self.instance()?.handle(request).0
+    pub async fn instance(self: &Arc<Self>) -> Result<Instance, InvokeError> {
+        Instance::new(self.clone()).await
     }
 
     /// ONNX Runtime sessions this function holds.
@@ -133,31 +147,40 @@ impl Function {
         self.graphs.model_bytes() * self.spec.sessions as u64
     }
 
-    /// [`Function::invoke`] on tokio's blocking pool (guest code and ONNX
-    /// Runtime must not stall the async workers), with its timings.
+    /// Serves one request in a fresh instance on the guests' executor, with
+    /// its timings: the one way into a function for callers without a pool.
     pub async fn call(self: &Arc<Self>, request: Request) -> Result<Invoked, InvokeError> {
-        let function = self.clone();
-        tokio::task::spawn_blocking(move || serve(|| function.instance(), &request).0)
+        let start = Start::Cold(self.clone());
+        self.runtime
+            .run(async move { serve(start, &request).await.0 })
             .await
             .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
     }
 }
 
-/// Serves `request` on the instance `make` returns (a pre-made one, or a
-/// new one), timing both steps. Also returns what is left of the instance,
-/// to be dropped off the request's path. Blocks.
-pub fn serve(
-    make: impl FnOnce() -> Result<Instance, InvokeError>,
-    request: &Request,
-) -> (Result<Invoked, InvokeError>, Option<Retired>) {
-    let start = Instant::now();
-    let instance = match make() {
-        Ok(instance) => instance,
-        Err(e) => return (Err(e), None),
+/// What a request starts from.
+pub enum Start {
+    /// An instance made ahead of time.
+    Warm(Instance),
+    /// A loaded function to make an instance of (a cold start).
+    Cold(Arc<Function>),
+}
+
+/// Serves `request` from `start`, timing both steps. Also returns what is
+/// left of the instance, to be dropped off the request's path. Call it on
+/// the guests' executor ([`Runtime::run`]).
+pub async fn serve(start: Start, request: &Request) -> (Result<Invoked, InvokeError>, Option<Retired>) {
+    let begin = Instant::now();
+    let instance = match start {
+        Start::Warm(instance) => instance,
+        Start::Cold(function) => match function.instance().await {
+            Ok(instance) => instance,
+            Err(e) => return (Err(e), None),
+        },
     };
-    let instantiate = start.elapsed();
-    let (response, retired) = instance.handle(request);
-    let handle = start.elapsed() - instantiate;
+    let instantiate = begin.elapsed();
+    let (response, retired) = instance.handle(request).await;
+    let handle = begin.elapsed() - instantiate;
     (response.map(|response| Invoked { response, instantiate, handle }), Some(retired))
 }
 

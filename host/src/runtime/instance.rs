@@ -1,12 +1,17 @@
 //! One request's instance: a new store (WASI context, resource table,
-//! limiter, epoch deadline) and a pooled instantiation of the snapshot.
+//! memory budget) and a pooled instantiation of the snapshot.
 //!
 //! Contract: an instance serves exactly one request and is then dropped, so
 //! no state leaks from one request to the next; a trap, a timeout or a
 //! memory overrun ends only this instance, and the function stays ready.
+//!
+//! The deadline covers everything the request causes. The handler runs as
+//! an async call that yields at every epoch tick, so a timer can end it
+//! wherever it is: in guest code, in a WASI sleep or poll (async WASI), or
+//! in a model run (which is then told to terminate, see `nn::Graph::run`).
 
 use super::bindings::{GuestError, Handler};
-use super::engine::ticks;
+use super::engine::Slot;
 use super::function::Function;
 use super::state::{State, StoreSpec};
 use super::{InvokeError, Request, Response, explain_trap};
@@ -18,59 +23,83 @@ pub struct Instance {
     function: Arc<Function>,
     store: Store<State>,
     handler: Handler,
+    slot: Slot,
 }
 
 impl Instance {
-    pub(crate) fn new(function: Arc<Function>) -> Result<Self, InvokeError> {
+    pub(crate) async fn new(function: Arc<Function>) -> Result<Self, InvokeError> {
         let spec = StoreSpec {
             artifacts: &function.artifacts,
             env: &function.spec.env,
             graphs: &function.graphs,
             memory: function.spec.memory,
+            host_memory: &function.runtime.host_memory,
         };
         let state = State::new(&spec).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
         let mut store = Store::new(&function.runtime.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // Instantiation runs no guest code (the snapshot's init already
-        // ran); the request's deadline is set when it starts, in `handle`.
-        store.set_epoch_deadline(ticks(function.spec.timeout));
-        let handler = function.pre.instantiate(&mut store).map_err(|e| InvokeError::Internal(format!("{e:#}")))?;
-        Ok(Instance { function, store, handler })
+        store.limiter(|s| &mut s.budget);
+        // One call may copy as much as the tier holds (wasmtime's default
+        // is 128 MiB); what is kept is charged to the budget.
+        store.set_hostcall_fuel(function.spec.memory.guest_bytes());
+        // Guest code yields to the executor at every tick; the request's
+        // deadline is a timer around the whole call (see `handle`).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let slot = function.runtime.slots.take();
+        let handler = function.pre.instantiate_async(&mut store).await.map_err(|e| InvokeError::instantiate(&e))?;
+        Ok(Instance { function, store, handler, slot })
     }
 
     /// Serves the request; consumes the instance. Also returns what is
     /// left of it: drop that off the request's path, since dropping resets
     /// the memory slot the request dirtied.
-    pub fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Retired) {
+    pub async fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Retired) {
         // A pre-made instance may have waited in the pool for longer than
         // the timeout: the clock starts with the request, not the instance.
-        self.store.set_epoch_deadline(ticks(self.function.spec.timeout));
-        let result = self.handler.call_handle(&mut self.store, request);
-        let stderr = self.store.data().flush_logs(&self.function.name);
         let timeout = self.function.spec.timeout;
+        let result = tokio::time::timeout(timeout, self.handler.call_handle(&mut self.store, request)).await;
+        let stderr = self.store.data().flush_logs(&self.function.name);
         let outcome = match result {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(GuestError::BadInput(m))) => Err(InvokeError::BadInput(m)),
-            Ok(Err(GuestError::UnsupportedMediaType(m))) => Err(InvokeError::UnsupportedMediaType(m)),
-            Ok(Err(GuestError::NotAcceptable(m))) => Err(InvokeError::NotAcceptable(m)),
-            Ok(Err(GuestError::Failed(m))) => Err(InvokeError::Failed(m)),
-            Err(e) => Err(InvokeError::from_trap(&e, stderr, timeout)),
+            Err(_elapsed) => Err(InvokeError::Timeout(timeout)),
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(GuestError::BadInput(m)))) => Err(InvokeError::BadInput(m)),
+            Ok(Ok(Err(GuestError::UnsupportedMediaType(m)))) => Err(InvokeError::UnsupportedMediaType(m)),
+            Ok(Ok(Err(GuestError::NotAcceptable(m)))) => Err(InvokeError::NotAcceptable(m)),
+            Ok(Ok(Err(GuestError::Failed(m)))) => Err(InvokeError::Failed(m)),
+            Ok(Err(e)) => Err(InvokeError::from_trap(&e, stderr)),
         };
-        (outcome, Retired(self.store))
+        (outcome, Retired { _store: self.store, _slot: self.slot })
     }
 }
 
-/// An instance that has served its request, waiting to be dropped.
-pub struct Retired(#[allow(dead_code, reason = "held only to be dropped later")] Store<State>);
+/// An instance that has served its request, waiting to be dropped. Fields
+/// drop in order: the store frees its instance slot, then the count of
+/// slots in use goes down.
+pub struct Retired {
+    _store: Store<State>,
+    _slot: Slot,
+}
 
 impl InvokeError {
-    fn from_trap(e: &wasmtime::Error, stderr: Option<String>, timeout: std::time::Duration) -> Self {
+    fn from_trap(e: &wasmtime::Error, stderr: Option<String>) -> Self {
         if let Some(m) = e.downcast_ref::<super::limits::MemoryExceeded>() {
             return InvokeError::MemoryExceeded(*m);
         }
-        if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return InvokeError::Timeout(timeout);
+        if e.downcast_ref::<super::limits::HostMemoryFull>().is_some() {
+            return InvokeError::AtCapacity;
         }
         InvokeError::Trap(explain_trap(e, stderr))
+    }
+
+    /// Instantiation fails for the host's reasons: every instance slot of
+    /// the pooling allocator in use, or the host's memory for requests, is
+    /// a capacity limit; anything else a bug.
+    fn instantiate(e: &wasmtime::Error) -> Self {
+        let message = format!("{e:#}");
+        if message.contains("maximum concurrent") || e.downcast_ref::<super::limits::HostMemoryFull>().is_some() {
+            InvokeError::AtCapacity
+        } else {
+            InvokeError::Internal(message)
+        }
     }
 }

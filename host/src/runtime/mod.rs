@@ -21,7 +21,7 @@ mod wasi_nn;
 pub use bindings::{Request, Response};
 pub use cache::{ComponentCache, digest_dir};
 pub use engine::Runtime;
-pub use function::{Function, FunctionSpec, Invoked, Source, serve};
+pub use function::{Function, FunctionSpec, Invoked, Source, Start, serve};
 pub use instance::{Instance, Retired};
 pub use limits::{MemoryExceeded, MemoryTier};
 
@@ -74,6 +74,10 @@ pub enum InvokeError {
     /// The handler grew its memory past its tier.
     #[error("{0}")]
     MemoryExceeded(MemoryExceeded),
+    /// Every instance slot of this host, or its memory for requests, is in
+    /// use.
+    #[error("this host is at capacity")]
+    AtCapacity,
     /// A host-side failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,6 +86,7 @@ pub enum InvokeError {
 /// A trap's message: the guest's last stderr line (a panic message, say)
 /// when there is one, then wasmtime's description of the trap.
 fn explain_trap(e: &wasmtime::Error, stderr: Option<String>) -> String {
+    tracing::debug!("trap: {e:?}");
     let trap = e.downcast_ref::<wasmtime::Trap>().map(|t| t.to_string()).unwrap_or_else(|| format!("{e}"));
     match stderr {
         Some(line) => format!("{line} ({trap})"),

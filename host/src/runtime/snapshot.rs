@@ -8,15 +8,12 @@
 //! not fit the world), or `init` returning an error or trapping.
 
 use super::LoadError;
-use super::engine::{Runtime, ticks};
+use super::engine::Runtime;
 use super::state::{State, StoreSpec};
 use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::Val;
 use wasmtime_wizer::Wizer;
-
-/// How long `init` may run.
-const INIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Checks the binary header: a component, not a core module or junk.
 pub(crate) fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
@@ -35,22 +32,27 @@ pub(crate) async fn snapshot(
     function: &str,
     wasm: &[u8],
     spec: &StoreSpec<'_>,
+    timeout: Duration,
 ) -> Result<Vec<u8>, LoadError> {
     check_header(wasm)?;
     let mut store = Store::new(&rt.init_engine, State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(ticks(INIT_TIMEOUT));
+    store.limiter(|s| &mut s.budget);
+    // As for requests: yield at every tick, and a timer ends it.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
 
     let linker = &rt.init_linker;
     let mut link_error = None;
-    let result = Wizer::new()
-        .init_func("init()")
-        .keep_init_func(true)
-        .run_component(&mut store, wasm, async |store, component| {
-            linker.instantiate_async(store, component).await.inspect_err(|e| link_error = Some(format!("{e:#}")))
-        })
-        .await;
+    let mut wizer = Wizer::new();
+    wizer.init_func("init()").keep_init_func(true);
+    let run = wizer.run_component(&mut store, wasm, async |store, component| {
+        linker.instantiate_async(store, component).await.inspect_err(|e| link_error = Some(format!("{e:#}")))
+    });
+    let result = tokio::time::timeout(timeout, run).await;
     let stderr = store.data().flush_logs(function);
+    let Ok(result) = result else {
+        return Err(LoadError::Init(format!("init ran past its limit of {} s (init_timeout_s)", timeout.as_secs())));
+    };
     let (snapshot, results) = match result {
         Ok(ok) => ok,
         Err(e) => {

@@ -1,10 +1,12 @@
 //! What one store (one instance, one request) owns: its WASI context with
 //! `/model` mounted read-only, its resource table, the function's graphs and
-//! its memory limiter. Guest stdout and stderr are captured per store, so
+//! its memory budget (guest and host memory against the tier, and against
+//! the host's memory for all requests). Guest stdout and stderr are
+//! captured per store, so
 //! each line reaches the host's log tagged with its function and the tail
 //! of stderr can explain a trap.
 
-use super::limits::{Limiter, MemoryTier};
+use super::limits::{Budget, HostMemory, MemoryTier};
 use crate::nn::Graphs;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ pub struct State {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) graphs: Arc<Graphs>,
-    pub(crate) limiter: Limiter,
+    pub(crate) budget: Budget,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
 }
@@ -31,6 +33,7 @@ pub(crate) struct StoreSpec<'a> {
     pub env: &'a [(String, String)],
     pub graphs: &'a Arc<Graphs>,
     pub memory: MemoryTier,
+    pub host_memory: &'a Arc<HostMemory>,
 }
 
 impl State {
@@ -48,7 +51,7 @@ impl State {
             wasi,
             table: ResourceTable::new(),
             graphs: spec.graphs.clone(),
-            limiter: Limiter::new(spec.memory),
+            budget: Budget::new(spec.memory, spec.host_memory.clone()),
             stdout,
             stderr,
         })

@@ -5,7 +5,14 @@
 //! `Arc<Graphs>` in the store); `load` from bytes is refused with
 //! `security`, so a guest can never make the host parse model bytes. Every
 //! guest mistake (unknown graph, wrong input) comes back as a wasi-nn error
-//! whose `data` says what was wrong; traps are reserved for bad handles.
+//! whose `data` says what was wrong; traps are reserved for bad handles
+//! and for the memory tier.
+//!
+//! Memory: every resource the guest holds here (tensors above all, and
+//! model outputs before they are copied out of ONNX Runtime) is charged to
+//! the store's [`super::limits::Budget`], so guest memory plus host memory
+//! stays within the tier. An output that would not fit is refused before it
+//! is copied; the request fails with `memory_exceeded`.
 
 use super::bindings::wasi::nn::{errors, graph, inference, tensor};
 use super::bindings::{ErrorCode, ExecutionTarget, GraphEncoding, TensorType};
@@ -13,6 +20,38 @@ use super::state::State;
 use crate::nn::{ElementType, Graph, NnError, Tensor};
 use std::sync::Arc;
 use wasmtime::component::Resource;
+
+/// What a table entry costs besides its payload.
+const ENTRY_BYTES: usize = 256;
+
+/// Host memory a resource holds on a guest's behalf.
+trait Charged: Send + 'static {
+    fn bytes(&self) -> usize;
+}
+
+impl Charged for Tensor {
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES + self.data.len() + self.dims.len() * 4
+    }
+}
+
+impl Charged for GraphHandle {
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES
+    }
+}
+
+impl Charged for ContextHandle {
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES
+    }
+}
+
+impl Charged for NnErrorHandle {
+    fn bytes(&self) -> usize {
+        ENTRY_BYTES + self.message.len()
+    }
+}
 
 /// A graph the guest holds.
 pub struct GraphHandle(Arc<Graph>);
@@ -32,7 +71,21 @@ type NnResult<T> = wasmtime::Result<Result<T, Resource<NnErrorHandle>>>;
 impl State {
     fn nn_error<T>(&mut self, code: ErrorCode, message: String) -> NnResult<T> {
         tracing::debug!(?code, %message, "wasi-nn error returned to guest");
-        Ok(Err(self.table.push(NnErrorHandle { code, message })?))
+        Ok(Err(self.push(NnErrorHandle { code, message })?))
+    }
+
+    /// Puts `value` in the table, charging it to the tier (a trap if it
+    /// does not fit).
+    fn push<T: Charged>(&mut self, value: T) -> wasmtime::Result<Resource<T>> {
+        self.budget.charge(value.bytes())?;
+        Ok(self.table.push(value)?)
+    }
+
+    /// Takes `r` out of the table and refunds its charge.
+    fn take<T: Charged>(&mut self, r: Resource<T>) -> wasmtime::Result<T> {
+        let value = self.table.delete(r)?;
+        self.budget.refund(value.bytes());
+        Ok(value)
     }
 }
 
@@ -73,7 +126,7 @@ impl graph::Host for State {
         match self.graphs.get(&name) {
             Some(g) => {
                 let handle = GraphHandle(g.clone());
-                Ok(Ok(self.table.push(handle)?))
+                Ok(Ok(self.push(handle)?))
             }
             None => {
                 let known = self.graphs.names().join(", ");
@@ -86,35 +139,44 @@ impl graph::Host for State {
 impl graph::HostGraph for State {
     fn init_execution_context(&mut self, graph: Resource<GraphHandle>) -> NnResult<Resource<ContextHandle>> {
         let graph = self.table.get(&graph)?.0.clone();
-        Ok(Ok(self.table.push(ContextHandle(graph))?))
+        Ok(Ok(self.push(ContextHandle(graph))?))
     }
 
     fn drop(&mut self, graph: Resource<GraphHandle>) -> wasmtime::Result<()> {
-        self.table.delete(graph)?;
-        Ok(())
+        self.take(graph).map(drop)
     }
 }
 
 impl inference::Host for State {}
 
 impl inference::HostGraphExecutionContext for State {
-    fn compute(
+    async fn compute(
         &mut self,
         context: Resource<ContextHandle>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
         let graph = self.table.get(&context)?.0.clone();
+        // Inputs leave the table but stay charged until the run is over:
+        // they are still in host memory (and copied into ONNX Runtime).
         let inputs = inputs
             .into_iter()
             .map(|(name, t)| Ok((name, self.table.delete(t)?)))
             .collect::<wasmtime::Result<Vec<_>>>()?;
-        match graph.run(inputs) {
+        let held: usize = inputs.iter().map(|(_, t)| t.bytes()).sum();
+        let left = self.budget.left() as u64;
+        let result = graph.run(inputs, left).await;
+        self.budget.refund(held);
+        match result {
             Ok(outputs) => {
                 let outputs = outputs
                     .into_iter()
-                    .map(|(name, t)| Ok((name, self.table.push(t)?)))
+                    .map(|(name, t)| Ok((name, self.push(t)?)))
                     .collect::<wasmtime::Result<Vec<_>>>()?;
                 Ok(Ok(outputs))
+            }
+            Err(NnError::OutOfMemory { limit, .. }) => {
+                let asked = self.budget.used().saturating_add(usize::try_from(limit).unwrap_or(usize::MAX)) + 1;
+                Err(self.budget.exceeded(asked).into())
             }
             Err(e @ NnError::InvalidInput { .. }) => self.nn_error(ErrorCode::InvalidArgument, e.to_string()),
             Err(e) => self.nn_error(ErrorCode::RuntimeError, e.to_string()),
@@ -122,8 +184,7 @@ impl inference::HostGraphExecutionContext for State {
     }
 
     fn drop(&mut self, context: Resource<ContextHandle>) -> wasmtime::Result<()> {
-        self.table.delete(context)?;
-        Ok(())
+        self.take(context).map(drop)
     }
 }
 
@@ -131,7 +192,7 @@ impl tensor::Host for State {}
 
 impl tensor::HostTensor for State {
     fn new(&mut self, dims: Vec<u32>, ty: TensorType, data: Vec<u8>) -> wasmtime::Result<Resource<Tensor>> {
-        Ok(self.table.push(Tensor { dims, ty: to_element(ty), data })?)
+        self.push(Tensor { dims, ty: to_element(ty), data })
     }
 
     fn dimensions(&mut self, t: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
@@ -147,8 +208,7 @@ impl tensor::HostTensor for State {
     }
 
     fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
-        Ok(())
+        self.take(t).map(drop)
     }
 }
 
@@ -164,7 +224,6 @@ impl errors::HostError for State {
     }
 
     fn drop(&mut self, e: Resource<NnErrorHandle>) -> wasmtime::Result<()> {
-        self.table.delete(e)?;
-        Ok(())
+        self.take(e).map(drop)
     }
 }

@@ -206,3 +206,64 @@ impl BlobStore {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(bytes::Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn uploads_are_kept_only_under_their_own_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let digest = Digest::of(b"hello world");
+        assert_eq!(block_on(store.put_stream(&digest, chunks(&[b"hello ", b"world"]), 100)).unwrap(), 11);
+        assert_eq!(std::fs::read(store.path(&digest)).unwrap(), b"hello world");
+
+        let wrong = block_on(store.put_stream(&Digest::of(b"x"), chunks(&[b"y"]), 100)).unwrap_err();
+        assert!(matches!(wrong, StoreError::DigestMismatch { .. }), "{wrong}");
+        assert!(!store.contains(&Digest::of(b"x")));
+
+        let big = block_on(store.put_stream(&Digest::of(b"0123456789"), chunks(&[b"01234", b"56789"]), 8));
+        assert!(matches!(big, Err(StoreError::TooLarge(8))));
+        assert_eq!(std::fs::read_dir(&store.uploads).unwrap().count(), 0, "failed uploads leave nothing");
+    }
+
+    #[test]
+    fn artifact_folders_link_blobs_and_collection_keeps_what_is_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let model = store.put_bytes(b"model").unwrap();
+        let labels = store.put_bytes(b"labels").unwrap();
+        let files = vec![("m.onnx".to_owned(), model.clone()), ("sub/labels.txt".to_owned(), labels.clone())];
+        let set = Digest::of(b"set");
+        let folder = store.materialize(&set, &files).unwrap();
+        assert_eq!(std::fs::read(folder.join("sub/labels.txt")).unwrap(), b"labels");
+        assert_eq!(store.materialize(&set, &files).unwrap(), folder, "built once");
+
+        let missing = store.materialize(&Digest::of(b"other"), &[("x".into(), Digest::of(b"absent"))]);
+        assert!(matches!(missing, Err(StoreError::MissingBlob(_))));
+
+        let keep: HashSet<Digest> = [model.clone(), set.clone()].into();
+        assert_eq!(store.retain(&keep, Duration::ZERO).unwrap(), 1, "only the labels blob goes");
+        assert!(store.contains(&model) && !store.contains(&labels));
+        assert!(folder.is_dir());
+    }
+
+    #[test]
+    fn digests_parse_strictly() {
+        let hex = "a".repeat(64);
+        assert_eq!(Digest::parse(&format!("sha256:{hex}")).unwrap().as_str(), hex);
+        assert_eq!(Digest::parse(&hex.to_uppercase()).unwrap().as_str(), hex);
+        for bad in ["", "abc", &"g".repeat(64), &"a".repeat(65), "../../etc/passwd"] {
+            assert!(Digest::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

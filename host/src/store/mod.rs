@@ -12,7 +12,14 @@ mod blobs;
 
 pub use blobs::{BlobStore, Digest};
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and its parents) if needed and makes it 0700.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +60,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `root`.
+    /// Opens (or creates) the store in `root`. The data directory and its
+    /// folders are private to the server's user (0700): they hold the admin
+    /// token and every function's code and models.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(root)?;
+        private_dir(root)?;
+        private_dir(&root.join("compiled"))?;
         let db = sled::open(root.join("meta"))?;
         let records = db.open_tree("functions")?;
-        Ok(Store { records, db, blobs: BlobStore::open(root)?, root: root.to_path_buf() })
+        let blobs = BlobStore::open(root)?;
+        for entry in std::fs::read_dir(root)?.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                private_dir(&entry.path())?;
+            }
+        }
+        Ok(Store { records, db, blobs, root: root.to_path_buf() })
     }
 
     /// The data directory.

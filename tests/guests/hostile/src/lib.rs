@@ -3,8 +3,11 @@
 //! MB megabytes live; `trap` panics; `graph:NAME` runs a graph that may not
 //! exist; `shape` feeds the `digits` graph a tensor of the wrong shape;
 //! `count` returns how many requests this instance has seen (isolation);
-//! `env:KEY` returns an environment variable; `sleep:MS` sleeps; `bytes` asks wasi-nn to load a
-//! model from bytes, which the host must refuse.
+//! `env:KEY` returns an environment variable; `sleep:MS` sleeps in WASI; `bytes` asks wasi-nn to
+//! load a model from bytes, which the host must refuse; `tensors:N:MB` keeps N host-side tensors
+//! of MB each; `cos:N` runs a `ConstantOfShape` graph `model` asking for N floats; `spin` runs graph `model` on a float[1]
+//! input `x` (an endless `Loop`).
+//! `init` misbehaves when `HOSTILE_INIT` says so: `loop`, `sleep:MS` or `fail`.
 
 use nimbus_sdk::{Error, Handler, Model, Request, Response, Result, Tensor};
 use std::cell::Cell;
@@ -15,6 +18,13 @@ struct Hostile {
 
 impl Handler for Hostile {
     fn init() -> Result<Self> {
+        let init = std::env::var("HOSTILE_INIT").unwrap_or_default();
+        match init.split_once(':').unwrap_or((&init, "")) {
+            ("loop", _) => spin(),
+            ("sleep", ms) => std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0))),
+            ("fail", why) => return Err(Error::failed(why.to_owned())),
+            _ => {}
+        }
         Ok(Hostile { seen: Cell::new(0) })
     }
 
@@ -24,11 +34,24 @@ impl Handler for Hostile {
         match text.split_once(':').unwrap_or((&text, "")) {
             ("echo", _) => Ok(Response::bytes("text/plain", request.body.clone())),
             ("count", _) => Ok(Response::bytes("text/plain", self.seen.get().to_string().into_bytes())),
-            ("loop", _) => {
-                let mut x = 0u64;
-                loop {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
+            ("loop", _) => spin(),
+            ("tensors", spec) => {
+                let (n, mb) = spec.split_once(':').ok_or_else(|| Error::bad_input("tensors:N:MB"))?;
+                let (n, mb): (usize, usize) =
+                    (n.parse().map_err(Error::bad_input)?, mb.parse().map_err(Error::bad_input)?);
+                let block = vec![0u8; mb << 20];
+                let kept: Vec<Tensor> =
+                    (0..n).map(|_| Tensor::new(&[block.len() as u32], &block)).collect::<Result<_>>()?;
+                Ok(Response::bytes("text/plain", kept.len().to_string().into_bytes()))
+            }
+            ("cos", n) => {
+                let n: i64 = n.parse().map_err(Error::bad_input)?;
+                let outputs = Model::load("model")?.run([("shape", Tensor::new(&[1], &[n])?)])?;
+                Ok(Response::bytes("text/plain", outputs.get::<f32>("out")?.data.len().to_string().into_bytes()))
+            }
+            ("spin", _) => {
+                let outputs = Model::load("model")?.run([("x", Tensor::new(&[1], &[1f32])?)])?;
+                Ok(Response::bytes("text/plain", format!("{:?}", outputs.get::<f32>("y")?.data).into_bytes()))
             }
             ("alloc", mb) => {
                 let mb: usize = mb.parse().map_err(Error::bad_input)?;
@@ -58,6 +81,13 @@ impl Handler for Hostile {
             }
             _ => Err(Error::bad_input(format!("unknown command `{text}`"))),
         }
+    }
+}
+
+fn spin() -> ! {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
     }
 }
 
