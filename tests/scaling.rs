@@ -16,7 +16,7 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
 
 /// The value of `family{function="f"}` in /metrics.
 fn metric(s: &Server, family: &str, function: &str) -> f64 {
-    let text = s.http("GET", "/metrics", None, &[], b"").body;
+    let text = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
     let prefix = format!("{family}{{function=\"{function}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))

@@ -89,7 +89,7 @@ fn every_status_code_from_a_real_request() {
     // ... and the function still serves.
     assert_eq!(s.invoke("hostile", "text/plain", "echo").body, "echo");
 
-    let metrics = s.http("GET", "/metrics", None, &[], b"").body;
+    let metrics = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
     assert!(metrics.contains("nimbus_invocation_5xx_errors_total{function=\"hostile\"} 3"), "{metrics}");
     assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 4"), "{metrics}");
 }
@@ -130,6 +130,38 @@ fn invoke_token_guards_invocations_when_set() {
     assert_eq!(with("let-me-in"), 200);
     assert_eq!(with(&s.token.clone()), 200);
     assert_eq!(with("nope"), 401);
+
+    // Without a token, a function that exists and one that does not look
+    // the same, and neither is counted.
+    let exists = s.invoke("digits", "text/csv", "1");
+    let absent = s.invoke("nobody", "text/csv", "1");
+    assert_eq!((exists.status, absent.status), (401, 401));
+    assert_eq!(exists.body, absent.body);
+    assert_eq!(exists.header("x-nimbus-function-version"), "");
+    let metrics = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
+    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 0"), "{metrics}");
+}
+
+#[test]
+fn metrics_need_a_token_unless_opened() {
+    wasm("digits");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--metrics-token", "scraper"]);
+    s.deploy("secret-name", "digits", "digits", &[]);
+    for token in [None, Some("wrong")] {
+        let a = s.http("GET", "/metrics", token, &[], b"");
+        assert_eq!(a.status, 401, "{token:?}");
+        assert!(!a.body.contains("secret-name"), "{}", a.body);
+    }
+    for token in ["scraper", s.token.as_str()] {
+        let a = s.http("GET", "/metrics", Some(token), &[], b"");
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("secret-name"), "{}", a.body);
+    }
+    drop(s);
+    let dir = tempfile::tempdir().unwrap();
+    let open = Server::start(dir.path(), &["--metrics-open"]);
+    assert_eq!(open.http("GET", "/metrics", None, &[], b"").status, 200);
 }
 
 #[test]
@@ -262,4 +294,58 @@ fn deploy_reads_nimbus_toml() {
     assert_eq!(record["config"]["memory_mb"], 1024);
     assert_eq!(record["config"]["timeout_s"], 30);
     assert_eq!(s.invoke("digits", "text/csv", &digits_row()).status, 200);
+}
+
+#[test]
+fn deploy_errors_say_what_is_wrong_before_any_upload() {
+    let (_dir, s) = start();
+    let wasm = nimbus_tests::root().join("examples/target/wasm32-wasip2/release/digits.wasm");
+    let model = model_dir("digits");
+    let deploy = |server: &str, token: Option<&str>| {
+        let mut cmd = std::process::Command::new(nimbus_tests::nimbus_bin());
+        cmd.args(["deploy", "f", "--wasm", wasm.to_str().unwrap(), "--model-dir", model.to_str().unwrap()])
+            .args(["--server", server])
+            .env_remove("NIMBUS_TOKEN");
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for token in [None, Some("wrong")] {
+        let (code, err) = deploy(&s.url, token);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("needs `Authorization: Bearer <token>`; pass --token or set NIMBUS_TOKEN"), "{err}");
+    }
+    let blobs = std::fs::read_dir(s.data_dir.join("blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "nothing was uploaded");
+    let (code, err) = deploy("http://127.0.0.1:9", Some(&s.token));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot reach the server"), "{err}");
+}
+
+#[test]
+fn early_answers_reach_a_client_that_is_still_sending() {
+    wasm("digits");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--invoke-token", "let-me-in"]);
+    s.deploy("digits", "digits", "digits", &["--payload-limit", "1000"]);
+    let big = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(big.path(), vec![b'1'; 10 << 20]).unwrap();
+    let curl = |token: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-X", "POST", "-H", "content-type: text/csv", "-H", "transfer-encoding: chunked"])
+            .args(["-H", &format!("authorization: Bearer {token}"), "--data-binary"])
+            .arg(format!("@{}", big.path().display()))
+            .arg(format!("{}/v1/functions/digits/invocations", s.url))
+            .args(["-w", "\n%{http_code}"])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let too_large = curl("let-me-in");
+    assert!(too_large.ends_with("\n413") && too_large.contains("payload_too_large"), "{too_large}");
+    let refused = curl("wrong");
+    assert!(refused.ends_with("\n401") && refused.contains("unauthorized"), "{refused}");
+    assert_eq!(s.invoke("digits", "text/csv", "1").status, 401, "the server still serves");
 }

@@ -130,6 +130,9 @@ async fn memory_over_the_tier_is_stopped_and_the_function_survives() {
     let err = f.call(request("text/plain", "alloc:1500")).await.unwrap_err();
     assert!(matches!(&err, InvokeError::MemoryExceeded(m) if m.tier_mb == 1024), "{err}");
     assert!(err.to_string().contains("memory limit of 1024 MB exceeded"), "{err}");
+    // Tensors held by the host count too.
+    let err = f.call(request("text/plain", "tensors:20:100")).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::MemoryExceeded(m) if m.tier_mb == 1024), "{err:?}");
     assert_eq!(body(&f.call(request("text/plain", "echo")).await.unwrap().response), "echo");
 }
 
@@ -154,9 +157,9 @@ async fn a_loop_times_out_and_the_function_survives() {
 async fn an_instance_that_waited_longer_than_the_timeout_still_serves() {
     let spec = FunctionSpec { timeout: Duration::from_secs(1), ..FunctionSpec::default() };
     let f = load("hostile", "digits", spec).await;
-    let instance = f.instance().unwrap();
+    let instance = f.instance().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (response, _retired) = instance.handle(&request("text/plain", "echo"));
+    let (response, _retired) = instance.handle(&request("text/plain", "echo")).await;
     assert_eq!(body(&response.unwrap()), "echo");
 }
 

@@ -106,8 +106,15 @@ impl Server {
     /// `nimbus deploy NAME --wasm <guest> --model-dir <example model>`
     /// plus `extra` flags; panics with the CLI's stderr on failure.
     pub fn deploy(&self, name: &str, guest: &str, model: &str, extra: &[&str]) -> Output {
+        let out = self.try_deploy(name, guest, &super::model_dir(model), extra);
+        assert!(out.status.success(), "deploy {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// `nimbus deploy NAME --wasm <guest> --model-dir DIR --json` plus
+    /// `extra` flags, whatever the outcome.
+    pub fn try_deploy(&self, name: &str, guest: &str, model_dir: &Path, extra: &[&str]) -> Output {
         let wasm = root().join(format!("examples/target/wasm32-wasip2/release/{guest}.wasm"));
-        let model_dir = super::model_dir(model);
         let mut args = vec![
             "deploy",
             name,
@@ -118,9 +125,44 @@ impl Server {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let out = self.cli(&args);
-        assert!(out.status.success(), "deploy {name} failed: {}", String::from_utf8_lossy(&out.stderr));
-        out
+        self.cli(&args)
+    }
+
+    /// The server's resident memory in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        kib / 1024
+    }
+
+    /// CPU time the server has used, user and system, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesized command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        field(11) + field(12)
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit, or `None`
+    /// if it was still running after `limit` (then it is killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
     }
 
     /// An HTTP request; `token` adds a bearer token.
