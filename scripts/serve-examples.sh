@@ -33,11 +33,11 @@ Nimbus is serving on $NIMBUS_SERVER with the examples deployed. Try:
        -H 'Content-Type: application/jsonlines' \\
        -d '{"features": ["I love this product!"]}'
 
+  export NIMBUS_SERVER=$NIMBUS_SERVER NIMBUS_TOKEN=\$(cat $data/admin-token)
   target/release/nimbus invoke digits --content-type text/csv --data @examples/digits/sample.csv
-
   target/release/nimbus invoke vision --content-type image/jpeg --data @examples/vision/sample.jpg
-
-  NIMBUS_TOKEN=\$(cat $data/admin-token) target/release/nimbus list
+  target/release/nimbus list
+  target/release/nimbus describe digits
 
 Ctrl-C stops the server; functions persist in $data.
 MSG
