@@ -14,17 +14,6 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
     (dir, server)
 }
 
-/// The value of `family{function="f"}` in /metrics.
-fn metric(s: &Server, family: &str, function: &str) -> f64 {
-    let text = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
-    let prefix = format!("{family}{{function=\"{function}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 fn describe(s: &Server, name: &str) -> serde_json::Value {
     serde_json::from_str(&s.http("GET", &format!("/v1/functions/{name}"), Some(&s.token), &[], b"").body).unwrap()
 }
@@ -33,7 +22,7 @@ fn describe(s: &Server, name: &str) -> serde_json::Value {
 fn concurrency_ramps_to_max_then_throttles() {
     let (_dir, s) = start(&[]);
     s.deploy("h", "hostile", "digits", &["--max-concurrency", "2", "--queue-timeout-ms", "300"]);
-    assert_eq!(metric(&s, "nimbus_busy_instances", "h"), 0.0);
+    assert_eq!(s.metric("nimbus_busy_instances", "h"), 0.0);
     let s = std::sync::Arc::new(s);
     let slow: Vec<_> = (0..2)
         .map(|_| {
@@ -41,26 +30,26 @@ fn concurrency_ramps_to_max_then_throttles() {
             std::thread::spawn(move || s.invoke("h", "text/plain", "sleep:2000"))
         })
         .collect();
-    assert!(Server::wait_until(Duration::from_secs(10), || metric(&s, "nimbus_busy_instances", "h") == 2.0));
+    assert!(Server::wait_until(Duration::from_secs(10), || s.metric("nimbus_busy_instances", "h") == 2.0));
     let start = Instant::now();
     let third = s.invoke("h", "text/plain", "echo");
     assert_eq!(third.status, 429, "{}", third.body);
     assert!(start.elapsed() >= Duration::from_millis(250), "waited for a slot first");
     assert_eq!(third.header("retry-after"), "1");
     assert!(third.body.contains("\"code\":\"throttled\""), "{}", third.body);
-    assert_eq!(metric(&s, "nimbus_busy_instances", "h"), 2.0, "no instance beyond max");
+    assert_eq!(s.metric("nimbus_busy_instances", "h"), 2.0, "no instance beyond max");
     for t in slow {
         let a = t.join().unwrap();
         assert_eq!((a.status, a.body.as_str()), (200, "slept"));
     }
-    assert_eq!(metric(&s, "nimbus_throttles_total", "h"), 1.0);
-    assert_eq!(metric(&s, "nimbus_cold_starts_total", "h"), 2.0, "both found no ready instance");
+    assert_eq!(s.metric("nimbus_throttles_total", "h"), 1.0);
+    assert_eq!(s.metric("nimbus_cold_starts_total", "h"), 2.0, "both found no ready instance");
     // After the burst the pool keeps the peak's worth of instances ready...
-    assert!(Server::wait_until(Duration::from_secs(5), || metric(&s, "nimbus_warm_instances", "h") == 2.0));
+    assert!(Server::wait_until(Duration::from_secs(5), || s.metric("nimbus_warm_instances", "h") == 2.0));
     // ...so the next requests start warm.
     assert_eq!(s.invoke("h", "text/plain", "echo").status, 200);
-    assert_eq!(metric(&s, "nimbus_cold_starts_total", "h"), 2.0);
-    assert_eq!(metric(&s, "nimbus_invocations_total", "h"), 4.0);
+    assert_eq!(s.metric("nimbus_cold_starts_total", "h"), 2.0);
+    assert_eq!(s.metric("nimbus_invocations_total", "h"), 4.0);
 }
 
 #[test]
@@ -72,11 +61,11 @@ fn provisioned_instances_exist_before_the_first_request() {
     assert_eq!(d["invocations"], 0);
     // Idle past the timeout: provisioned instances stay.
     std::thread::sleep(Duration::from_millis(1600));
-    assert_eq!(metric(&s, "nimbus_loaded", "d"), 1.0);
-    assert_eq!(metric(&s, "nimbus_warm_instances", "d"), 3.0);
+    assert_eq!(s.metric("nimbus_loaded", "d"), 1.0);
+    assert_eq!(s.metric("nimbus_warm_instances", "d"), 3.0);
     let row = std::fs::read_to_string(nimbus_tests::root().join("examples/digits/sample.csv")).unwrap();
     assert_eq!(s.invoke("d", "text/csv", row.lines().next().unwrap()).status, 200);
-    assert_eq!(metric(&s, "nimbus_cold_starts_total", "d"), 0.0);
+    assert_eq!(s.metric("nimbus_cold_starts_total", "d"), 0.0);
 }
 
 #[test]
@@ -85,24 +74,24 @@ fn idle_functions_scale_to_zero_and_come_back() {
     s.deploy("sent", "sentiment", "sentiment", &["--idle-timeout", "1"]);
     let body = "{\"features\": [\"I love this product!\"]}";
     assert_eq!(s.invoke("sent", "application/jsonlines", body).status, 200);
-    assert_eq!(metric(&s, "nimbus_loaded", "sent"), 1.0);
-    assert!(metric(&s, "nimbus_sessions", "sent") >= 2.0, "encoder and head");
-    assert!(metric(&s, "nimbus_model_memory_bytes", "sent") > 20e6);
+    assert_eq!(s.metric("nimbus_loaded", "sent"), 1.0);
+    assert!(s.metric("nimbus_sessions", "sent") >= 2.0, "encoder and head");
+    assert!(s.metric("nimbus_model_memory_bytes", "sent") > 20e6);
 
-    assert!(Server::wait_until(Duration::from_secs(10), || metric(&s, "nimbus_loaded", "sent") == 0.0));
-    assert_eq!(metric(&s, "nimbus_sessions", "sent"), 0.0, "sessions dropped");
-    assert_eq!(metric(&s, "nimbus_warm_instances", "sent"), 0.0);
-    assert_eq!(metric(&s, "nimbus_model_memory_bytes", "sent"), 0.0);
+    assert!(Server::wait_until(Duration::from_secs(10), || s.metric("nimbus_loaded", "sent") == 0.0));
+    assert_eq!(s.metric("nimbus_sessions", "sent"), 0.0, "sessions dropped");
+    assert_eq!(s.metric("nimbus_warm_instances", "sent"), 0.0);
+    assert_eq!(s.metric("nimbus_model_memory_bytes", "sent"), 0.0);
     assert_eq!(describe(&s, "sent")["state"], "scaled-to-zero");
-    let cold_before = metric(&s, "nimbus_cold_starts_total", "sent");
-    let setups_before = metric(&s, "nimbus_model_setup_seconds_count", "sent");
+    let cold_before = s.metric("nimbus_cold_starts_total", "sent");
+    let setups_before = s.metric("nimbus_model_setup_seconds_count", "sent");
 
     let a = s.invoke("sent", "application/jsonlines", body);
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.body.contains("\"predicted_label\":1"), "{}", a.body);
-    assert_eq!(metric(&s, "nimbus_cold_starts_total", "sent"), cold_before + 1.0);
-    assert_eq!(metric(&s, "nimbus_model_setup_seconds_count", "sent"), setups_before + 1.0);
-    assert_eq!(metric(&s, "nimbus_loaded", "sent"), 1.0);
+    assert_eq!(s.metric("nimbus_cold_starts_total", "sent"), cold_before + 1.0);
+    assert_eq!(s.metric("nimbus_model_setup_seconds_count", "sent"), setups_before + 1.0);
+    assert_eq!(s.metric("nimbus_loaded", "sent"), 1.0);
     let d = describe(&s, "sent");
     assert_eq!(d["state"], "warm");
     assert!(d["latency"]["samples"].as_u64().unwrap() >= 2, "{d}");
@@ -114,10 +103,10 @@ fn a_looping_handler_times_out_and_the_pool_stays_healthy() {
     s.deploy("h", "hostile", "digits", &["--timeout", "1", "--max-concurrency", "1"]);
     let a = s.invoke("h", "text/plain", "loop");
     assert_eq!(a.status, 504, "{}", a.body);
-    assert_eq!(metric(&s, "nimbus_busy_instances", "h"), 0.0, "the slot is free again");
+    assert_eq!(s.metric("nimbus_busy_instances", "h"), 0.0, "the slot is free again");
     assert_eq!(s.invoke("h", "text/plain", "echo").body, "echo");
-    assert_eq!(metric(&s, "nimbus_invocation_5xx_errors_total", "h"), 1.0);
-    assert!(metric(&s, "nimbus_model_latency_seconds_count", "h") >= 1.0);
+    assert_eq!(s.metric("nimbus_invocation_5xx_errors_total", "h"), 1.0);
+    assert!(s.metric("nimbus_model_latency_seconds_count", "h") >= 1.0);
 }
 
 #[test]
@@ -126,8 +115,8 @@ fn the_memory_budget_scales_least_recently_used_functions_to_zero() {
     let (_dir, s) = start(&["--memory-budget-mb", "3000"]);
     s.deploy("a", "hostile", "digits", &[]);
     s.deploy("b", "hostile", "digits", &[]);
-    assert!(Server::wait_until(Duration::from_secs(5), || metric(&s, "nimbus_loaded", "a") == 0.0));
-    assert_eq!(metric(&s, "nimbus_loaded", "b"), 1.0, "the most recently used stays");
+    assert!(Server::wait_until(Duration::from_secs(5), || s.metric("nimbus_loaded", "a") == 0.0));
+    assert_eq!(s.metric("nimbus_loaded", "b"), 1.0, "the most recently used stays");
     assert_eq!(s.invoke("a", "text/plain", "echo").status, 200, "and comes back when called");
-    assert!(Server::wait_until(Duration::from_secs(5), || metric(&s, "nimbus_loaded", "b") == 0.0));
+    assert!(Server::wait_until(Duration::from_secs(5), || s.metric("nimbus_loaded", "b") == 0.0));
 }

@@ -128,6 +128,17 @@ impl Server {
         self.cli(&args)
     }
 
+    /// The value of `family{function="f"}` in /metrics.
+    pub fn metric(&self, family: &str, function: &str) -> f64 {
+        let text = self.http("GET", "/metrics", Some(&self.token), &[], b"").body;
+        let prefix = format!("{family}{{function=\"{function}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
     /// The server's resident memory in MiB.
     pub fn rss_mib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();

@@ -8,7 +8,7 @@ use super::App;
 use super::auth::Admin;
 use super::error::ApiError;
 use crate::pool::{Gauges, Percentiles};
-use crate::registry::{Bundle, Deployed, FunctionRecord};
+use crate::registry::{Bundle, Deployed as Live, Deployment, FunctionRecord};
 use crate::store::Digest;
 use axum::Json;
 use axum::body::Body;
@@ -68,7 +68,7 @@ pub struct FunctionView {
 }
 
 impl FunctionView {
-    pub(super) fn of(d: &Deployed, data_dir: &std::path::Path) -> Self {
+    pub(super) fn of(d: &Live, data_dir: &std::path::Path) -> Self {
         let m = &d.pool.metrics;
         let instances = d.pool.gauges();
         FunctionView {
@@ -91,16 +91,25 @@ pub(super) async fn deploy(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<FunctionRecord>), ApiError> {
+) -> Result<(StatusCode, Json<Deployed>), ApiError> {
     let bundle: Bundle =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
-    let existed = app.registry.get(&name).is_some();
-    let record = app
+    let (record, deployment) = app
         .registry
         .deploy(&name, bundle)
         .await
         .map_err(|e| ApiError::from(e).scrubbed(app.registry.store().root()))?;
-    Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, Json(record)))
+    let status = if deployment == Deployment::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(Deployed { record, deployment })))
+}
+
+/// What `PUT /v1/functions/{name}` answers: the live record and whether
+/// the deploy `created`, `updated` or left it `unchanged`.
+#[derive(Debug, Serialize)]
+pub(super) struct Deployed {
+    #[serde(flatten)]
+    record: FunctionRecord,
+    deployment: Deployment,
 }
 
 pub(super) async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -153,7 +153,10 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", String::from_utf8_lossy(&answer.body));
     } else {
-        let verb = if answer.status == 201 { "created" } else { "updated" };
+        let verb = serde_json::from_slice::<serde_json::Value>(&answer.body)
+            .ok()
+            .and_then(|v| v["deployment"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "deployed".into());
         println!(
             "{verb} `{}` version {} ({} MB, max concurrency {})",
             record.name, record.version, record.config.memory_mb, record.config.max_concurrency

@@ -92,6 +92,8 @@ struct Inner {
     last_used: Option<Instant>,
     /// Why the last load failed, until one succeeds.
     load_error: Option<String>,
+    /// Loads cannot succeed (see [`Pool::mark_broken`]).
+    broken: bool,
 }
 
 /// One function's instances.
@@ -153,8 +155,14 @@ impl Pool {
             return Ok(f);
         }
         let _one_loader = self.loading.lock().await;
-        if let Some(f) = self.lock().function.clone() {
-            return Ok(f);
+        {
+            let inner = self.lock();
+            if let Some(f) = inner.function.clone() {
+                return Ok(f);
+            }
+            if inner.broken {
+                return Err(LoadError::Artifacts(inner.load_error.clone().unwrap_or_default()));
+            }
         }
         let start = Instant::now();
         let l = &self.loader;
@@ -300,6 +308,14 @@ impl Pool {
             sessions: function.map_or(0, |f| f.sessions() as u32),
             model_memory_bytes: function.map_or(0, |f| f.model_bytes()),
         }
+    }
+
+    /// Marks the function as unable to load (its files are gone): every
+    /// load fails at once with `why` until it is deployed again.
+    pub fn mark_broken(&self, why: String) {
+        let mut inner = self.lock();
+        inner.broken = true;
+        inner.load_error = Some(why);
     }
 
     /// Why the function could not load last time it tried, if it failed.

@@ -51,6 +51,18 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
+/// What a deploy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deployment {
+    /// A new function.
+    Created,
+    /// A new version of an existing function.
+    Updated,
+    /// The live version already was this; nothing changed.
+    Unchanged,
+}
+
 /// A live function version.
 pub struct Deployed {
     /// What is stored.
@@ -103,6 +115,24 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Checks what a deploy asks for, before anything is read from the store:
+/// the name, the configuration, and the artifact paths (relative, inside
+/// the folder, each once, no file also used as a folder). Sorts the
+/// artifacts by path, as records keep them.
+pub fn validate_bundle(name: &str, bundle: &mut Bundle) -> Result<(), RegistryError> {
+    validate_name(name).map_err(RegistryError::InvalidName)?;
+    bundle.config.validate().map_err(RegistryError::InvalidBundle)?;
+    bundle.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut seen = HashSet::new();
+    for a in &bundle.artifacts {
+        record::validate_artifact_path(&a.path).map_err(RegistryError::InvalidBundle)?;
+        if !seen.insert(a.path.as_str()) {
+            return Err(RegistryError::InvalidBundle(format!("artifact path `{}` appears twice", a.path)));
+        }
+    }
+    record::check_no_nesting(&bundle.artifacts).map_err(RegistryError::InvalidBundle)
+}
+
 /// How often idle pools are checked for scaling down.
 pub const REAP_EVERY: Duration = Duration::from_millis(250);
 
@@ -123,13 +153,18 @@ impl Registry {
                     continue;
                 }
             };
-            match registry.pool(&record) {
-                Ok(pool) => {
-                    let deployed = Arc::new(Deployed { record, pool });
-                    registry.live.write().expect("registry lock").insert(name, deployed);
+            // A function whose files are gone stays listed and answers a
+            // 5xx naming why (in `describe`) until it is deployed again.
+            let pool = match registry.pool(&record) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    tracing::error!(function = %name, "cannot be loaded any more: {e}");
+                    let pool = registry.pool_over(&record, registry.store.blobs.artifact_dir(&record.artifacts_digest));
+                    pool.mark_broken(e.to_string());
+                    pool
                 }
-                Err(e) => tracing::error!(function = %name, "could not restore: {e}"),
-            }
+            };
+            registry.live.write().expect("registry lock").insert(name, Arc::new(Deployed { record, pool }));
         }
         registry.collect_garbage();
         Ok(registry)
@@ -168,32 +203,33 @@ impl Registry {
         all
     }
 
-    /// Creates or updates `name` from `bundle`; returns the new record.
-    pub async fn deploy(&self, name: &str, mut bundle: Bundle) -> Result<FunctionRecord, RegistryError> {
-        validate_name(name).map_err(RegistryError::InvalidName)?;
-        bundle.config.validate().map_err(RegistryError::InvalidBundle)?;
+    /// Creates or updates `name` from `bundle`; returns the live record and
+    /// what happened. The same handler, artifacts and configuration as the
+    /// live version change nothing (no new version, nothing reloaded).
+    pub async fn deploy(&self, name: &str, mut bundle: Bundle) -> Result<(FunctionRecord, Deployment), RegistryError> {
+        validate_bundle(name, &mut bundle)?;
         let wasm_size = self.store.blobs.size(&bundle.wasm).ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
-        bundle.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut seen = HashSet::new();
         for a in &mut bundle.artifacts {
-            record::validate_artifact_path(&a.path).map_err(RegistryError::InvalidBundle)?;
-            if !seen.insert(a.path.clone()) {
-                return Err(RegistryError::InvalidBundle(format!("artifact path `{}` appears twice", a.path)));
-            }
             a.size = self.store.blobs.size(&a.digest).ok_or(StoreError::MissingBlob(a.digest.clone()))?;
         }
-        record::check_no_nesting(&bundle.artifacts).map_err(RegistryError::InvalidBundle)?;
         let model_bytes: u64 = bundle.artifacts.iter().filter(|a| a.path.ends_with(".onnx")).map(|a| a.size).sum();
         config::check_fits(model_bytes, &bundle.config, config::Sized::Files).map_err(RegistryError::InvalidBundle)?;
         let serial = self.deploy_lock(name);
         let _serial = serial.lock().await;
         let previous = self.get(name).map(|d| d.record.clone());
+        let artifacts_digest = record::artifacts_digest(&bundle.artifacts);
+        if let Some(p) = previous
+            .as_ref()
+            .filter(|p| p.wasm == bundle.wasm && p.artifacts_digest == artifacts_digest && p.config == bundle.config)
+        {
+            return Ok((p.clone(), Deployment::Unchanged));
+        }
         let record = FunctionRecord {
             name: name.to_owned(),
             version: previous.as_ref().map_or(1, |p| p.version + 1),
             wasm: bundle.wasm,
             wasm_size,
-            artifacts_digest: record::artifacts_digest(&bundle.artifacts),
+            artifacts_digest,
             artifacts: bundle.artifacts,
             config: bundle.config,
             created_at: previous.as_ref().map_or_else(now, |p| p.created_at),
@@ -205,7 +241,7 @@ impl Registry {
         self.live.write().expect("registry lock").insert(name.to_owned(), Arc::new(deployed));
         tracing::info!(function = name, version = record.version, "deployed");
         self.collect_garbage();
-        Ok(record)
+        Ok((record, if previous.is_some() { Deployment::Updated } else { Deployment::Created }))
     }
 
     /// Deletes `name`; in-flight requests finish on the removed version.
@@ -246,6 +282,11 @@ impl Registry {
         let files: Vec<(String, Digest)> =
             record.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
         let dir = self.store.blobs.materialize(&record.artifacts_digest, &files)?;
+        Ok(self.pool_over(record, dir))
+    }
+
+    /// A pool for `record` whose artifacts are (or would be) at `dir`.
+    fn pool_over(&self, record: &FunctionRecord, dir: std::path::PathBuf) -> Arc<Pool> {
         let source = Source {
             wasm: self.store.blobs.path(&record.wasm),
             wasm_digest: record.wasm.as_str().to_owned(),
@@ -259,7 +300,7 @@ impl Registry {
             spec: record.config.spec(),
             cache: self.cache.clone(),
         };
-        Ok(Pool::new(loader, record.config.scaling(self.options.idle_timeout)))
+        Pool::new(loader, record.config.scaling(self.options.idle_timeout))
     }
 
     /// Removes blobs, artifact folders and compiled snapshots no stored

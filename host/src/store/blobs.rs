@@ -148,10 +148,15 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// Where the artifact folder named `digest` is (whether or not it exists).
+    pub fn artifact_dir(&self, digest: &Digest) -> PathBuf {
+        self.artifacts.join(digest.as_str())
+    }
+
     /// The folder holding `files` (relative path, blob) as hard links,
     /// named by `digest`; built once, then reused.
     pub fn materialize(&self, digest: &Digest, files: &[(String, Digest)]) -> Result<PathBuf, StoreError> {
-        let dir = self.artifacts.join(digest.as_str());
+        let dir = self.artifact_dir(digest);
         if dir.is_dir() {
             return Ok(dir);
         }
