@@ -347,5 +347,19 @@ fn early_answers_reach_a_client_that_is_still_sending() {
     assert!(too_large.ends_with("\n413") && too_large.contains("payload_too_large"), "{too_large}");
     let refused = curl("wrong");
     assert!(refused.ends_with("\n401") && refused.contains("unauthorized"), "{refused}");
+    // The CLI, which writes its whole body before reading, sees them too.
+    let data = format!("@{}", big.path().display());
+    let cli = |token: &str| {
+        let out = std::process::Command::new(nimbus_tests::nimbus_bin())
+            .args(["invoke", "digits", "--content-type", "text/csv", "--data", &data, "--server", &s.url])
+            .args(["--token", token])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = cli("let-me-in");
+    assert!(code == Some(1) && err.contains("413 payload_too_large"), "{err}");
+    let (code, err) = cli("wrong");
+    assert!(code == Some(1) && err.contains("401 unauthorized"), "{err}");
     assert_eq!(s.invoke("digits", "text/csv", "1").status, 401, "the server still serves");
 }

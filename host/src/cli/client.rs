@@ -4,6 +4,9 @@
 use std::io::Read;
 use std::time::Duration;
 
+/// Bodies larger than this ask the server before they are sent.
+const EXPECT_CONTINUE_OVER: usize = 1 << 20;
+
 /// Exit codes of client commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -147,8 +150,12 @@ impl Client {
         accept: &str,
         body: &[u8],
     ) -> Result<Answer, ClientError> {
-        let req =
+        let mut req =
             self.auth(self.agent.post(self.url(path))).header("content-type", content_type).header("accept", accept);
+        // A large body waits for the server's go-ahead, as uploads do.
+        if body.len() > EXPECT_CONTINUE_OVER {
+            req = req.header("expect", "100-continue");
+        }
         self.finish(req.send(body))
     }
 }
