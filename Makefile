@@ -13,7 +13,7 @@ WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
-.PHONY: build run test lint bench toolchain wasm host clean-models
+.PHONY: build run test lint bench soak fuzz toolchain wasm host clean-models
 
 build: toolchain $(ORT_LIB) $(MODELS) wasm host
 
@@ -69,3 +69,28 @@ bench: build $(OHA) $(VENV)/.bench
 	target/release/scaling
 	bench/python/check.sh
 	target/release/compare
+
+# Ten minutes of mixed load with hostile requests mixed in (docs/benchmarks/soak.md).
+soak: build
+	target/release/soak
+
+# Fuzzing the parsers of untrusted bytes (fuzz/): cargo fuzz on the stable
+# toolchain (RUSTC_BOOTSTRAP lets it pass its flags), each target for
+# FUZZ_SECONDS. The tool and the instrumented build are cached per machine,
+# so a later run (CI's clean clone included) reuses them.
+CACHE        ?= $(HOME)/.cache/nimbus
+CARGO_FUZZ   := $(CACHE)/tools/bin/cargo-fuzz
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := bundle onnx tensor body
+
+$(CARGO_FUZZ):
+	cargo install --quiet --locked --root $(CACHE)/tools cargo-fuzz@0.13.2
+
+fuzz: build $(CARGO_FUZZ)
+	mkdir -p $(addprefix .build/fuzz/,$(FUZZ_TARGETS))
+	cp examples/digits/model/digits.onnx examples/sentiment/model/head.onnx .build/fuzz/onnx/
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  RUSTC_BOOTSTRAP=1 PATH="$(CACHE)/tools/bin:$$PATH" cargo fuzz run --sanitizer none \
+	    --target-dir $(CACHE)/fuzz-target $$t ../.build/fuzz/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done

@@ -6,9 +6,8 @@
 //! Hostile models are generated at test time by `tests/hostile_models.py`
 //! (from the pinned `onnx` package in the project's venv).
 
-use nimbus_tests::{Answer, Server, root, wasm};
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use nimbus_tests::{Answer, Server, hostile_model, root, wasm};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn digits_row() -> String {
@@ -21,26 +20,6 @@ fn start(extra: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), extra);
     (dir, server)
-}
-
-/// The folder of one hostile model case, generated once per test process.
-fn hostile_model(case: &str) -> PathBuf {
-    static MADE: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = MADE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let python = root().join(".build/venv/bin/python");
-        assert!(python.is_file(), "{} is missing: run `make build`", python.display());
-        let status = std::process::Command::new(python)
-            .arg(root().join("tests/hostile_models.py"))
-            .arg(dir.path())
-            .status()
-            .expect("run tests/hostile_models.py");
-        assert!(status.success(), "generating the hostile models failed");
-        dir
-    });
-    let path = dir.path().join(case);
-    assert!(path.is_dir(), "no hostile model case {case}");
-    path
 }
 
 fn code(a: &Answer) -> String {

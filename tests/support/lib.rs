@@ -41,6 +41,28 @@ pub fn model_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The artifact folder of one hostile model case (see
+/// `tests/hostile_models.py`), all generated once per process with the
+/// project's venv.
+pub fn hostile_model(case: &str) -> PathBuf {
+    static MADE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = MADE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let python = root().join(".build/venv/bin/python");
+        assert!(python.is_file(), "{} is missing: run `make build`", python.display());
+        let status = Command::new(python)
+            .arg(root().join("tests/hostile_models.py"))
+            .arg(dir.path())
+            .status()
+            .expect("run tests/hostile_models.py");
+        assert!(status.success(), "generating the hostile models failed");
+        dir
+    });
+    let path = dir.path().join(case);
+    assert!(path.is_dir(), "no hostile model case {case}");
+    path
+}
+
 /// The runtime shared by this test process.
 pub fn runtime() -> Arc<Runtime> {
     static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
