@@ -363,3 +363,23 @@ fn early_answers_reach_a_client_that_is_still_sending() {
     assert!(code == Some(1) && err.contains("401 unauthorized"), "{err}");
     assert_eq!(s.invoke("digits", "text/csv", "1").status, 401, "the server still serves");
 }
+
+#[test]
+fn a_bundle_with_a_file_used_as_a_folder_is_a_bad_request() {
+    let (_dir, s) = start();
+    let put = |bytes: &[u8]| {
+        let digest = nimbus::store::Digest::of(bytes);
+        let a = s.http("PUT", &format!("/v1/blobs/{}", digest.as_str()), Some(&s.token), &[], bytes);
+        assert_eq!(a.status, 201, "{}", a.body);
+        digest
+    };
+    let wasm = put(&wasm("digits"));
+    let model = put(&std::fs::read(model_dir("digits").join("digits.onnx")).unwrap());
+    let bundle = serde_json::json!({
+        "wasm": wasm.as_str(),
+        "artifacts": [{"path": "a", "digest": model.as_str()}, {"path": "a/b.onnx", "digest": model.as_str()}],
+    });
+    let a = s.http("PUT", "/v1/functions/f", Some(&s.token), &[], bundle.to_string().as_bytes());
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("`a` is a file"), "{}", a.body);
+}
