@@ -53,7 +53,7 @@ fn kinds() -> Vec<Kind> {
         kind("wasi sleep past timeout", "h", "text/plain", "sleep:5000", 504, "timeout", 2),
         kind("cpu loop", "h", "text/plain", "loop", 504, "timeout", 2),
         kind("guest memory over tier", "h", "text/plain", "alloc:1500", 500, "memory_exceeded", 4),
-        kind("host tensors over tier", "h", "text/plain", "tensors:20:100", 500, "memory_exceeded", 4),
+        kind("host tensors over tier", "big", "text/plain", "tensors:20:100", 500, "memory_exceeded", 4),
         kind("trap", "h", "text/plain", "trap", 500, "handler_trapped", 4),
         kind("ConstantOfShape 40 GB", "cos", "text/plain", "cos:10000000000", 500, "memory_exceeded", 4),
         kind("endless Loop model", "spin", "text/plain", "spin", 504, "timeout", 2),
@@ -106,6 +106,8 @@ fn main() {
     server.deploy("digits", "digits", "digits", &["--memory", "1024"]);
     server.deploy("sentiment", "sentiment", "sentiment", &[]);
     server.deploy("h", "hostile", "digits", &["--memory", "1024", "--timeout", "2"]);
+    // Copying a gigabyte of tensors takes longer than h's 2 s on a busy host.
+    server.deploy("big", "hostile", "digits", &["--memory", "1024", "--timeout", "30"]);
     for (name, case, extra) in [("cos", "constant-of-shape", "1024"), ("spin", "loop-forever", "1024")] {
         let out = server.try_deploy(name, "hostile", &hostile_model(case), &["--memory", extra, "--timeout", "2"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
