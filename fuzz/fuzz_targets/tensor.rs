@@ -5,20 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 use nimbus::nn::{ElementType, Tensor};
 
-const TYPES: [ElementType; 7] = [
-    ElementType::F16,
-    ElementType::F32,
-    ElementType::F64,
-    ElementType::BF16,
-    ElementType::U8,
-    ElementType::I32,
-    ElementType::I64,
-];
-
 fuzz_target!(|data: &[u8]| {
     let Some((&ty, dims)) = data.split_first() else { return };
     let dims: Vec<u32> = dims.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    let ty = TYPES[usize::from(ty) % TYPES.len()];
+    let ty = ElementType::ALL[usize::from(ty) % ElementType::ALL.len()];
     let t = Tensor { dims: dims.clone(), ty, data: Vec::new() };
     // The true size, and whether any running product passes u64 (then a
     // size may be refused even if a later zero dimension makes it empty).

@@ -25,6 +25,17 @@ pub enum ElementType {
 }
 
 impl ElementType {
+    /// Every element type wasi-nn can carry.
+    pub const ALL: [ElementType; 7] = [
+        ElementType::F16,
+        ElementType::F32,
+        ElementType::F64,
+        ElementType::BF16,
+        ElementType::U8,
+        ElementType::I32,
+        ElementType::I64,
+    ];
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
@@ -195,15 +206,7 @@ mod tests {
         if crate::nn::init().is_err() {
             panic!("ONNX Runtime library missing: run `make build`");
         }
-        for ty in [
-            ElementType::F16,
-            ElementType::F32,
-            ElementType::F64,
-            ElementType::BF16,
-            ElementType::U8,
-            ElementType::I32,
-            ElementType::I64,
-        ] {
+        for ty in ElementType::ALL {
             let dims = vec![2, 3];
             let data: Vec<u8> = (0..6 * ty.size()).map(|i| i as u8).collect();
             let t = Tensor { dims, ty, data };
