@@ -89,6 +89,57 @@ fn many_sleeping_requests_do_not_starve_other_functions() {
     }
 }
 
+/// A host-wide gauge from `/metrics`.
+fn gauge(s: &Server, name: &str) -> f64 {
+    let text = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
+    let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")));
+    line.unwrap_or_else(|| panic!("no {name} in metrics")).parse().unwrap()
+}
+
+/// `count` requests at once, spread over `functions`; their answers.
+fn burst(s: &Arc<Server>, functions: &[&'static str], count: usize, body: &'static str) -> Vec<Answer> {
+    let threads: Vec<_> = (0..count)
+        .map(|i| {
+            let (s, f) = (s.clone(), functions[i % functions.len()]);
+            std::thread::spawn(move || s.invoke(f, "text/plain", body))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn bursts_leave_instance_slots_for_other_functions() {
+    // 40 instance slots, 4 of them kept for requests and deploys.
+    let (_dir, s) = start(&["--max-instances", "40"]);
+    s.deploy("bystander", "digits", "digits", &[]);
+    let functions = ["a", "b", "c", "d", "e"];
+    for f in functions {
+        s.deploy(f, "hostile", "digits", &["--max-concurrency", "20", "--timeout", "10"]);
+    }
+    let s = Arc::new(s);
+    // Bursts of 7 on each: every one fits, and afterwards each function
+    // pre-makes instances for its peak, but never into the kept slots.
+    let answers = burst(&s, &functions, 35, "sleep:1500");
+    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.body).collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gauge(&s, "nimbus_instance_slots_total"), 40.0);
+    let used = gauge(&s, "nimbus_instance_slots_used");
+    assert!((30.0..=36.0).contains(&used), "pre-made instances stop short of the kept slots: {used} in use");
+    others_still_served(&s);
+    let late = s.try_deploy("late", "hostile", &root().join("examples/digits/model"), &["--env", "NEW=1"]);
+    assert!(late.status.success(), "a new deploy finds a slot: {}", String::from_utf8_lossy(&late.stderr));
+
+    // More requests at once than there are slots: the extra ones are told
+    // the host is at capacity (503), never a 500, and nothing stays stuck.
+    let answers = burst(&s, &functions, 60, "sleep:1500");
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status != 200).collect();
+    assert!(!refused.is_empty(), "60 sleepers cannot all fit in 40 slots");
+    for a in &refused {
+        assert_eq!((a.status, code(a).as_str()), (503, "at_capacity"), "{}", a.body);
+    }
+    others_still_served(&s);
+}
+
 #[test]
 fn init_is_bounded_and_deploys_of_other_names_do_not_wait() {
     let (_dir, s) = start(&[]);

@@ -115,8 +115,31 @@ fn the_memory_budget_scales_least_recently_used_functions_to_zero() {
     let (_dir, s) = start(&["--memory-budget-mb", "3000"]);
     s.deploy("a", "hostile", "digits", &[]);
     s.deploy("b", "hostile", "digits", &[]);
+    // A copy of `a`'s code and model deploys at zero; a request loads it.
+    assert_eq!(s.metric("nimbus_loaded", "b"), 0.0);
+    assert_eq!(s.invoke("b", "text/plain", "echo").status, 200);
     assert!(Server::wait_until(Duration::from_secs(5), || s.metric("nimbus_loaded", "a") == 0.0));
     assert_eq!(s.metric("nimbus_loaded", "b"), 1.0, "the most recently used stays");
     assert_eq!(s.invoke("a", "text/plain", "echo").status, 200, "and comes back when called");
     assert!(Server::wait_until(Duration::from_secs(5), || s.metric("nimbus_loaded", "b") == 0.0));
+}
+
+#[test]
+fn provisioned_memory_must_fit_the_host() {
+    // A 4096 MB budget: two 2048 MB instances kept warm fill it.
+    let (_dir, s) = start(&["--memory-budget-mb", "4096"]);
+    s.deploy("a", "hostile", "digits", &["--provisioned", "1", "--memory", "2048"]);
+    let refused = s.try_deploy("b", "hostile", &nimbus_tests::model_dir("digits"), &["--provisioned", "2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        e.contains("over_capacity") && e.contains("would reserve 6144 MB") && e.contains("--memory-budget-mb"),
+        "{e}"
+    );
+    s.deploy("b", "hostile", "digits", &["--provisioned", "1"]);
+    // Raising `a` past what is left is refused too; `a` keeps serving as it was.
+    let refused = s.try_deploy("a", "hostile", &nimbus_tests::model_dir("digits"), &["--provisioned", "2"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("over_capacity"));
+    assert_eq!(describe(&s, "a")["config"]["provisioned_concurrency"], 1);
+    assert_eq!(s.invoke("a", "text/plain", "echo").status, 200);
 }

@@ -61,6 +61,50 @@ fn deploy_invoke_update_delete() {
     assert_eq!(again.status.code(), Some(1), "a refused request exits 1");
 }
 
+/// A second deploy of the same handler, models and environment (another
+/// name, another configuration) trusts what the first measured: it loads
+/// nothing and starts at zero. Listing pages through every function.
+#[test]
+fn copies_start_at_zero_and_the_list_pages() {
+    let (_dir, s) = start();
+    s.deploy("a-0", "digits", "digits", &[]);
+    let first: serde_json::Value =
+        serde_json::from_str(&s.http("GET", "/v1/functions/a-0", Some(&s.token), &[], b"").body).unwrap();
+    assert_eq!(first["state"], "warm", "a first deploy loads and measures the function");
+    assert!(first["instances"]["model_memory_bytes"].as_u64().unwrap() > 0);
+    for i in 1..=4 {
+        s.deploy(&format!("a-{i}"), "digits", "digits", &["--memory", "3072"]);
+    }
+    let copy: serde_json::Value =
+        serde_json::from_str(&s.http("GET", "/v1/functions/a-3", Some(&s.token), &[], b"").body).unwrap();
+    assert_eq!(copy["state"], "scaled-to-zero", "{copy}");
+    let a = s.invoke("a-3", "text/csv", &digits_row());
+    assert_eq!(a.status, 200, "{}", a.body);
+    let measured = s.metric("nimbus_model_memory_bytes", "a-3");
+    assert!(measured > 0.0, "a copy reports what the first deploy measured");
+
+    let page = |query: &str| -> serde_json::Value {
+        let a = s.http("GET", &format!("/v1/functions{query}"), Some(&s.token), &[], b"");
+        assert_eq!(a.status, 200, "{}", a.body);
+        serde_json::from_str(&a.body).unwrap()
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let p1 = page("?limit=2");
+    assert_eq!((names(&p1), p1["next"].as_str()), (vec!["a-0".to_owned(), "a-1".to_owned()], Some("a-1")));
+    let p3 = page("?limit=2&after=a-3");
+    assert_eq!(names(&p3), ["a-4"]);
+    assert!(p3.get("next").is_none(), "the last page has no cursor: {p3}");
+    for bad in ["?limit=0", "?limit=1001", "?limit=x", "?page=2"] {
+        let a = s.http("GET", &format!("/v1/functions{bad}"), Some(&s.token), &[], b"");
+        assert_eq!(a.status, 400, "{bad}: {}", a.body);
+    }
+    let all = s.cli(&["list", "--json", "--page-size", "2"]);
+    let all: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert_eq!(names(&all), ["a-0", "a-1", "a-2", "a-3", "a-4"]);
+}
+
 #[test]
 fn every_status_code_from_a_real_request() {
     let (_dir, s) = start();
@@ -196,7 +240,7 @@ fn bad_deploys_are_refused_and_the_old_version_keeps_serving() {
         "--memory",
         "1000",
     ]);
-    assert!(String::from_utf8_lossy(&e.stderr).contains("memory_mb"), "refused before upload");
+    assert!(String::from_utf8_lossy(&e.stderr).contains("memory must be one of"), "refused before upload");
     let a = s.http("PUT", "/v1/functions/Bad_Name", Some(&s.token), &[], b"{\"wasm\":\"00\"}");
     assert_eq!(a.status, 400);
 

@@ -101,6 +101,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidName(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_name", m),
             RegistryError::InvalidBundle(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_config", m),
             RegistryError::NotFound(name) => Self::not_found(&name),
+            RegistryError::OverCapacity(m) => Self::new(StatusCode::CONFLICT, "over_capacity", m),
             RegistryError::Store(e) => e.into(),
             RegistryError::Load(e) => {
                 let code = match &e {

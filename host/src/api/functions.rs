@@ -12,7 +12,8 @@ use crate::registry::{Bundle, Deployed as Live, Deployment, FunctionRecord};
 use crate::store::Digest;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use std::sync::Arc;
@@ -112,10 +113,45 @@ pub(super) struct Deployed {
     deployment: Deployment,
 }
 
-pub(super) async fn list(_: Admin, State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Functions per page of `GET /v1/functions` unless `limit` says otherwise.
+pub const PAGE_DEFAULT: usize = 100;
+/// Most functions one page may hold.
+pub const PAGE_MAX: usize = 1000;
+
+/// `GET /v1/functions?limit=N&after=NAME`: a page of functions sorted by
+/// name, after the cursor `after` (the previous page's `next`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// A page of functions; `next` is the cursor of the following page,
+/// absent on the last one.
+#[derive(Debug, Serialize)]
+pub(super) struct Page {
+    functions: Vec<FunctionView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+pub(super) async fn list(
+    _: Admin,
+    State(app): State<Arc<App>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("{}; use ?limit=N&after=NAME", e.body_text())))?;
+    let limit = query.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE_MAX}; got {limit}")));
+    }
     let root = app.registry.store().root();
-    let functions: Vec<FunctionView> = app.registry.list().iter().map(|d| FunctionView::of(d, root)).collect();
-    Ok(Json(serde_json::json!({ "functions": functions })))
+    let (page, more) = app.registry.page(query.after.as_deref(), limit);
+    let functions: Vec<FunctionView> = page.iter().map(|d| FunctionView::of(d, root)).collect();
+    let next = more.then(|| functions.last().map(|f| f.record.name.clone())).flatten();
+    Ok(Json(Page { functions, next }))
 }
 
 pub(super) async fn describe(

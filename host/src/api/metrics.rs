@@ -13,9 +13,19 @@ pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> im
     let functions = app.registry.list();
     let rows: Vec<_> = functions.iter().map(|d| (d.record.name.as_str(), &d.pool.metrics, d.pool.gauges())).collect();
     let mut out = crate::pool::render(&rows);
-    out.push_str(&format!(
-        "# HELP nimbus_functions Functions deployed.\n# TYPE nimbus_functions gauge\nnimbus_functions {}\n",
-        functions.len()
+    let host =
+        |name: &str, help: &str, value: u64| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    let runtime = app.registry.runtime();
+    let (slots_used, slots_total) = runtime.slots();
+    out.push_str(&host("nimbus_functions", "Functions deployed.", functions.len() as u64));
+    out.push_str(&host("nimbus_instance_slots_used", "Instance slots in use (busy and pre-made).", slots_used.into()));
+    if let Some(total) = slots_total {
+        out.push_str(&host("nimbus_instance_slots_total", "Instance slots for all functions.", total.into()));
+    }
+    out.push_str(&host(
+        "nimbus_request_memory_bytes",
+        "Memory requests hold now (guest and host side), against --memory-budget-mb.",
+        runtime.request_memory(),
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -5,6 +5,8 @@
 
 use super::client::{Client, Connection};
 use crate::registry::{Artifact, Bundle, FunctionConfig, FunctionRecord};
+use crate::runtime::MemoryTier;
+use crate::runtime::limits::{InitTimeout, Timeout};
 use crate::store::Digest;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,7 +27,7 @@ pub(crate) struct DeployArgs {
     model_dir: Option<PathBuf>,
     /// Memory tier in MB (1024..6144, step 1024).
     #[arg(long)]
-    memory: Option<u32>,
+    memory: Option<MemoryTier>,
     /// Most requests at once (1..200).
     #[arg(long)]
     max_concurrency: Option<u32>,
@@ -34,7 +36,7 @@ pub(crate) struct DeployArgs {
     provisioned: Option<u32>,
     /// Request timeout in seconds (1..60).
     #[arg(long)]
-    timeout: Option<u64>,
+    timeout: Option<Timeout>,
     /// Largest request body in bytes.
     #[arg(long)]
     payload_limit: Option<u64>,
@@ -46,7 +48,7 @@ pub(crate) struct DeployArgs {
     queue_timeout_ms: Option<u64>,
     /// Seconds `init` may run (1..300).
     #[arg(long)]
-    init_timeout: Option<u64>,
+    init_timeout: Option<InitTimeout>,
     /// Environment variable for the handler (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
     env: Vec<(String, String)>,
@@ -159,7 +161,10 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "deployed".into());
         println!(
             "{verb} `{}` version {} ({} MB, max concurrency {})",
-            record.name, record.version, record.config.memory_mb, record.config.max_concurrency
+            record.name,
+            record.version,
+            record.config.memory_mb.mb(),
+            record.config.max_concurrency
         );
     }
     Ok(())

@@ -54,6 +54,9 @@ pub(crate) fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
 pub(crate) struct ListArgs {
     #[command(flatten)]
     connection: Connection,
+    /// Functions fetched per request (1..1000); every page is listed.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    page_size: u16,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -64,18 +67,34 @@ fn field<'a>(v: &'a serde_json::Value, path: &[&str]) -> &'a serde_json::Value {
 }
 
 pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
-    let answer = Client::new(&args.connection).get("/v1/functions")?;
+    let client = Client::new(&args.connection);
+    // The server pages; the listing follows every page. Names are letters,
+    // digits and hyphens, so the cursor needs no escaping.
+    let mut functions = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after.as_ref().map_or(String::new(), |a| format!("&after={a}"));
+        let answer = client.get(&format!("/v1/functions?limit={}{cursor}", args.page_size))?;
+        let mut page: serde_json::Value = serde_json::from_slice(&answer.body)?;
+        functions.extend(page["functions"].as_array_mut().map(std::mem::take).unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
     if args.json {
-        println!("{}", String::from_utf8_lossy(&answer.body));
+        println!("{}", serde_json::json!({ "functions": functions }));
         return Ok(());
     }
-    let v: serde_json::Value = serde_json::from_slice(&answer.body)?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<24} {:>7} {:>8} {:>8} {:>12} {:>6} {:>6}",
         "NAME", "VERSION", "MEMORY", "MAXCONC", "INVOCATIONS", "4XX", "5XX"
-    );
-    for f in v["functions"].as_array().into_iter().flatten() {
-        println!(
+    )?;
+    for f in &functions {
+        writeln!(
+            out,
             "{:<24} {:>7} {:>8} {:>8} {:>12} {:>6} {:>6}",
             f["name"].as_str().unwrap_or(""),
             f["version"].to_string(),
@@ -84,7 +103,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
             f["invocations"].to_string(),
             f["errors_4xx"].to_string(),
             f["errors_5xx"].to_string()
-        );
+        )?;
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! snapshot and compiled code are cached, so the second run of the same
 //! handler and artifacts starts in milliseconds.
 
-use crate::runtime::{ComponentCache, Function, FunctionSpec, MemoryTier, Request, Runtime, Source, limits};
+use crate::runtime::limits::Timeout;
+use crate::runtime::{ComponentCache, Function, FunctionSpec, MemoryTier, Request, Runtime, Source};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -14,11 +15,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     model_dir: PathBuf,
     /// Memory tier in MB (1024..6144, step 1024).
-    #[arg(long, default_value_t = MemoryTier::DEFAULT.mb())]
-    memory: u32,
-    /// Request timeout in seconds.
-    #[arg(long, default_value_t = 60)]
-    timeout: u64,
+    #[arg(long, default_value = "2048")]
+    memory: MemoryTier,
+    /// Request timeout in seconds (1..60).
+    #[arg(long, default_value = "60")]
+    timeout: Timeout,
     /// The request's Content-Type.
     #[arg(long, default_value = "application/json")]
     content_type: String,
@@ -39,8 +40,8 @@ pub(crate) struct RunArgs {
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let source = Source::hash(&args.wasm, &args.model_dir)?;
     let spec = FunctionSpec {
-        memory: MemoryTier::new(args.memory)?,
-        timeout: limits::timeout(args.timeout)?,
+        memory: args.memory,
+        timeout: args.timeout.duration(),
         env: args.env,
         ..FunctionSpec::default()
     };

@@ -3,6 +3,7 @@
 use crate::api::{self, App, Tokens};
 use crate::registry::{Options, Registry};
 use crate::runtime::Runtime;
+use crate::runtime::{DEFAULT_INSTANCES, INSTANCES};
 use crate::store::Store;
 use anyhow::Context;
 use std::io::{Read, Write};
@@ -58,6 +59,12 @@ pub(crate) struct ServeArgs {
     /// Seconds requests in flight get to finish after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    /// Instance slots for all functions together (each request and each
+    /// pre-made instance takes one); a tenth are kept for requests and
+    /// deploys, never filled by pre-made instances.
+    #[arg(long, default_value_t = DEFAULT_INSTANCES,
+          value_parser = clap::value_parser!(u32).range(*INSTANCES.start() as i64..=*INSTANCES.end() as i64))]
+    max_instances: u32,
 }
 
 /// The admin token: given, stored, or made now and stored.
@@ -93,7 +100,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics_open: args.metrics_open,
     };
     crate::nn::init()?;
-    let runtime = Runtime::new().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let runtime = Runtime::with_instances(args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let defaults = Options::default();
     let options = Options {
         blob_grace: Duration::from_secs(args.blob_grace),

@@ -34,11 +34,14 @@ pub struct GraphOptions {
     /// Where optimized graphs are kept between loads (one folder per
     /// artifact set, on this host only: optimizations may be CPU-specific).
     pub optimized_dir: Option<std::path::PathBuf>,
+    /// Measure the memory a session holds (at deploy, where the tier is
+    /// checked; a cold start does not pay for it).
+    pub measure: bool,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { threads: 1, sessions: 1, optimized_dir: None }
+        GraphOptions { threads: 1, sessions: 1, optimized_dir: None, measure: false }
     }
 }
 
@@ -70,7 +73,7 @@ impl Slot {
 pub struct Graph {
     name: String,
     /// Memory one session holds: the process's resident growth while the
-    /// first was built, and at least the file's size.
+    /// first was built (when measured), and at least the file's size.
     bytes: u64,
     inputs: Vec<Slot>,
     /// The first is always built; the others fill in in the background.
@@ -97,8 +100,11 @@ fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
 }
 
 impl Graph {
-    /// Loads `path` as the graph `name`.
-    pub fn load(name: &str, path: &Path, options: &GraphOptions) -> Result<Self, NnError> {
+    /// Loads `path` (inside the artifact folder `root`) as the graph
+    /// `name`. ONNX files are untrusted input: the host checks the file ONNX
+    /// Runtime is about to open, whether the artifact itself or the
+    /// optimized graph kept from an earlier load.
+    pub fn load(name: &str, path: &Path, root: &Path, options: &GraphOptions) -> Result<Self, NnError> {
         super::init()?;
         let load_error = |e: ort::Error| NnError::Load { name: name.to_owned(), message: e.to_string() };
         let threads = options.threads.max(1);
@@ -107,18 +113,25 @@ impl Graph {
         // result kept: later loads, e.g. after scale-to-zero, read the
         // optimized graph with optimization off.
         let optimized = options.optimized_dir.as_ref().map(|d| d.join(format!("{name}.onnx")));
-        let resident_before = resident_bytes();
+        let kept = optimized.as_deref().filter(|o| o.is_file() && checked(name, o).is_ok());
+        if kept.is_none() {
+            check(name, path, root)?;
+        }
+        let resident_before = options.measure.then(|| {
+            super::release_freed_memory();
+            resident_bytes()
+        });
         let mut first = None;
-        let (source, optimize) = match &optimized {
-            Some(o) if o.is_file() => (o.as_path(), false),
-            Some(o) => {
+        let (source, optimize) = match (kept, &optimized) {
+            (Some(o), _) => (o, false),
+            (None, Some(o)) => {
                 let tmp = o.with_extension(format!("tmp{}", std::process::id()));
                 let saved = o.parent().map(std::fs::create_dir_all).transpose().is_ok()
                     && build(threads, true, path, Some(&tmp)).map(|s| first = Some(s)).is_ok()
                     && std::fs::rename(&tmp, o).is_ok();
                 if saved { (o.as_path(), false) } else { (path, true) }
             }
-            None => (path, true),
+            (None, None) => (path, true),
         };
         let first = match first {
             Some(session) => session,
@@ -135,8 +148,10 @@ impl Graph {
         // holds ~640 MB per session. Other threads' allocations meanwhile
         // add noise; freed temporaries are handed back first so they do
         // not count.
-        super::release_freed_memory();
-        let grown = resident_bytes().saturating_sub(resident_before);
+        let grown = resident_before.map_or(0, |before| {
+            super::release_freed_memory();
+            resident_bytes().saturating_sub(before)
+        });
         let bytes = grown.max(std::fs::metadata(path).map_or(0, |m| m.len()));
         Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, free })
     }
@@ -251,6 +266,28 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// Checks `file` (inside `root`) and that its nodes are within [`MAX_NODES`].
+fn check(name: &str, file: &Path, root: &Path) -> Result<(), NnError> {
+    let info = super::check_model(file, root)?;
+    if info.nodes > MAX_NODES {
+        return Err(NnError::Load {
+            name: name.to_owned(),
+            message: format!("{} nodes (subgraphs included); a graph may have at most {MAX_NODES}", info.nodes),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an optimized graph ONNX Runtime wrote earlier; one that fails is
+/// removed (and the artifact loaded instead), since only this host made it.
+fn checked(name: &str, optimized: &Path) -> Result<(), NnError> {
+    let root = optimized.parent().unwrap_or(Path::new("."));
+    check(name, optimized, root).inspect_err(|e| {
+        tracing::warn!(graph = name, "ignoring the kept optimized graph: {e}");
+        let _ = std::fs::remove_file(optimized);
+    })
 }
 
 /// One session of `file` with `threads` intra-op threads; with `save_to`,
@@ -369,15 +406,7 @@ impl Graphs {
         let mut graphs = HashMap::new();
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            // ONNX files are untrusted input: the host checks them itself.
-            let info = super::check_model(&path, dir)?;
-            if info.nodes > MAX_NODES {
-                return Err(NnError::Load {
-                    name,
-                    message: format!("{} nodes (subgraphs included); a graph may have at most {MAX_NODES}", info.nodes),
-                });
-            }
-            let graph = Graph::load(&name, &path, options)?;
+            let graph = Graph::load(&name, &path, dir, options)?;
             graphs.insert(name, Arc::new(graph));
         }
         Ok(Graphs(graphs))
@@ -398,7 +427,8 @@ impl Graphs {
         self.0.is_empty()
     }
 
-    /// Memory one session of each graph holds, measured when loaded.
+    /// Memory one session of each graph holds: measured when loaded with
+    /// [`GraphOptions::measure`], else the files' sizes.
     pub fn model_bytes(&self) -> u64 {
         self.0.values().map(|g| g.bytes).sum()
     }
@@ -418,7 +448,7 @@ mod tests {
     fn digits() -> Arc<Graph> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits/model/digits.onnx");
         assert!(path.is_file(), "{} is missing: run `make build`", path.display());
-        Arc::new(Graph::load("digits", &path, &GraphOptions::default()).unwrap())
+        Arc::new(Graph::load("digits", &path, path.parent().unwrap(), &GraphOptions::default()).unwrap())
     }
 
     fn input(dims: &[u32], ty: ElementType, bytes: usize) -> Vec<(String, Tensor)> {

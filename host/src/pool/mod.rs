@@ -25,9 +25,9 @@ pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
 
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
-    Source, Start, serve,
+    Source, Start, Validated, serve,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -103,6 +103,9 @@ pub struct Pool {
     inner: Mutex<Inner>,
     loading: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
+    /// Memory one session of every graph holds, as a deploy measured it
+    /// (0 until known).
+    session_bytes: AtomicU64,
     /// What the pool measured.
     pub metrics: Metrics,
 }
@@ -128,13 +131,28 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             loading: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(scaling.max_concurrency as usize)),
+            session_bytes: AtomicU64::new(0),
             metrics: Metrics::default(),
         })
     }
 
+    /// Loads the function as a deploy does, measuring the memory its
+    /// sessions hold, and keeps it loaded.
+    pub async fn validate(self: &Arc<Self>) -> Result<Validated, LoadError> {
+        let function = self.ensure_loaded(true).await?;
+        let validated = Validated { session_bytes: function.session_bytes() };
+        self.session_bytes.store(validated.session_bytes, Ordering::Relaxed);
+        Ok(validated)
+    }
+
+    /// Takes what an earlier deploy of the same code and models measured.
+    pub fn trust(&self, validated: Validated) {
+        self.session_bytes.store(validated.session_bytes, Ordering::Relaxed);
+    }
+
     /// Loads the function and fills the provisioned instances.
     pub async fn warm(self: &Arc<Self>) -> Result<(), LoadError> {
-        self.ensure_loaded().await?;
+        self.ensure_loaded(false).await?;
         let refill = self.clone();
         let _ = self.loader.runtime.run(async move { refill.refill(None).await }).await;
         Ok(())
@@ -149,8 +167,9 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The loaded function, loading it (a cold start from zero) if needed.
-    async fn ensure_loaded(&self) -> Result<Arc<Function>, LoadError> {
+    /// The loaded function, loading it (a cold start from zero) if needed;
+    /// with `measure`, as a deploy does (see [`Function::load_measured`]).
+    async fn ensure_loaded(&self, measure: bool) -> Result<Arc<Function>, LoadError> {
         if let Some(f) = self.lock().function.clone() {
             return Ok(f);
         }
@@ -166,7 +185,11 @@ impl Pool {
         }
         let start = Instant::now();
         let l = &self.loader;
-        let loaded = Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await;
+        let loaded = if measure {
+            Function::load_measured(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await
+        } else {
+            Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await
+        };
         let function = match loaded {
             Ok(f) => Arc::new(f),
             Err(e) => {
@@ -176,6 +199,12 @@ impl Pool {
             }
         };
         self.metrics.model_setup.observe(start.elapsed());
+        if self.session_bytes.load(Ordering::Relaxed) == 0 {
+            let key = l.runtime.snapshot_key(&l.source.wasm_digest, &l.source.artifacts_digest, &l.spec.env);
+            if let Some(v) = l.cache.validated(&key) {
+                self.trust(v);
+            }
+        }
         tracing::info!(function = %l.name, setup_ms = start.elapsed().as_millis() as u64, "loaded");
         let mut inner = self.lock();
         inner.function = Some(function.clone());
@@ -210,7 +239,7 @@ impl Pool {
             Some(instance) => Start::Warm(instance),
             None => {
                 self.metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
-                Start::Cold(self.ensure_loaded().await?)
+                Start::Cold(self.ensure_loaded(false).await?)
             }
         };
         // One task per request on the guests' executor: it answers, frees
@@ -301,12 +330,16 @@ impl Pool {
     pub fn gauges(&self) -> Gauges {
         let inner = self.lock();
         let function = inner.function.as_ref();
+        let measured = self.session_bytes.load(Ordering::Relaxed);
         Gauges {
             loaded: function.is_some(),
             warm_instances: inner.ready.len() as u32,
             busy_instances: inner.busy,
             sessions: function.map_or(0, |f| f.sessions() as u32),
-            model_memory_bytes: function.map_or(0, |f| f.model_bytes()),
+            model_memory_bytes: function.map_or(0, |f| {
+                let per_session = if measured > 0 { measured } else { f.session_bytes() };
+                per_session * f.spec().sessions as u64
+            }),
         }
     }
 

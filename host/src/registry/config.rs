@@ -4,7 +4,7 @@
 
 use crate::pool::Scaling;
 use crate::runtime::FunctionSpec;
-use crate::runtime::limits::{self, MemoryTier};
+use crate::runtime::limits::{self, InitTimeout, MemoryTier, Timeout};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,13 +19,13 @@ pub const MAX_PAYLOAD_LIMIT: u64 = 64 << 20;
 #[serde(deny_unknown_fields, default)]
 pub struct FunctionConfig {
     /// Memory tier in MB: 1024..6144 in steps of 1024.
-    pub memory_mb: u32,
+    pub memory_mb: MemoryTier,
     /// Most requests served at once: 1..200.
     pub max_concurrency: u32,
     /// Instances kept ready at all times: 0..max_concurrency.
     pub provisioned_concurrency: u32,
     /// Longest a request may run, in seconds: 1..60.
-    pub timeout_s: u64,
+    pub timeout_s: Timeout,
     /// Largest request body, in bytes.
     pub payload_limit_bytes: u64,
     /// Environment variables the handler sees.
@@ -36,31 +36,29 @@ pub struct FunctionConfig {
     pub queue_timeout_ms: u64,
     /// Longest `init` may run at deploy (or after a lost snapshot), in
     /// seconds: 1..300.
-    pub init_timeout_s: u64,
+    pub init_timeout_s: InitTimeout,
 }
 
 impl Default for FunctionConfig {
     fn default() -> Self {
         FunctionConfig {
-            memory_mb: MemoryTier::DEFAULT.mb(),
+            memory_mb: MemoryTier::DEFAULT,
             max_concurrency: 20,
             provisioned_concurrency: 0,
-            timeout_s: 60,
+            timeout_s: Timeout::max(),
             payload_limit_bytes: DEFAULT_PAYLOAD_LIMIT,
             env: BTreeMap::new(),
             idle_timeout_s: None,
             queue_timeout_ms: 1000,
-            init_timeout_s: limits::DEFAULT_INIT_TIMEOUT.as_secs(),
+            init_timeout_s: limits::DEFAULT_INIT_TIMEOUT,
         }
     }
 }
 
 impl FunctionConfig {
-    /// Checks every field; the error says which and why.
+    /// Checks the fields whose types cannot (ranges of numbers, fields
+    /// that depend on each other); the error says which and why.
     pub fn validate(&self) -> Result<(), String> {
-        MemoryTier::new(self.memory_mb).map_err(|e| format!("memory_mb: {e}"))?;
-        limits::timeout(self.timeout_s).map_err(|e| format!("timeout_s: {e}"))?;
-        limits::init_timeout(self.init_timeout_s).map_err(|e| format!("init_timeout_s: {e}"))?;
         if !(1..=200).contains(&self.max_concurrency) {
             return Err(format!("max_concurrency must be between 1 and 200; got {}", self.max_concurrency));
         }
@@ -89,13 +87,15 @@ impl FunctionConfig {
     }
 
     /// The runtime's view of this configuration (after [`Self::validate`]).
+    /// ONNX Runtime sessions per graph are capped at the host's cores: more
+    /// only adds memory, since each session already uses the tier's threads.
     pub fn spec(&self) -> FunctionSpec {
         FunctionSpec {
-            memory: MemoryTier::new(self.memory_mb).unwrap_or_default(),
-            timeout: Duration::from_secs(self.timeout_s),
-            init_timeout: Duration::from_secs(self.init_timeout_s),
+            memory: self.memory_mb,
+            timeout: self.timeout_s.duration(),
+            init_timeout: self.init_timeout_s.duration(),
             env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            sessions: (self.max_concurrency as usize).min(sessions_cap()),
+            sessions: (self.max_concurrency as usize).min(limits::cores()),
         }
     }
 }
@@ -112,12 +112,6 @@ impl FunctionConfig {
     }
 }
 
-/// ONNX Runtime sessions per graph: more than the host's cores only adds
-/// memory, since each session already uses the tier's threads.
-fn sessions_cap() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// How a session's size was found.
 #[derive(Debug, Clone, Copy)]
 pub enum Sized {
@@ -132,7 +126,7 @@ pub enum Sized {
 pub fn check_fits(model_bytes: u64, config: &FunctionConfig, sized: Sized) -> Result<(), String> {
     let sessions = config.spec().sessions as u64;
     let need = model_bytes * sessions;
-    let tier = u64::from(config.memory_mb) << 20;
+    let tier = u64::from(config.memory_mb.mb()) << 20;
     if need > tier {
         return Err(format!(
             "the models need {} MB ({} MB {} x {sessions} sessions) but the memory tier is {} MB; \
@@ -143,7 +137,7 @@ pub fn check_fits(model_bytes: u64, config: &FunctionConfig, sized: Sized) -> Re
                 Sized::Files => "of .onnx files",
                 Sized::Measured => "measured per session",
             },
-            config.memory_mb
+            config.memory_mb.mb()
         ));
     }
     Ok(())
@@ -181,7 +175,8 @@ mod tests {
 
     #[test]
     fn models_must_fit_the_tier() {
-        let config = FunctionConfig { memory_mb: 1024, max_concurrency: 1, ..Default::default() };
+        let config =
+            FunctionConfig { memory_mb: MemoryTier::new(1024).unwrap(), max_concurrency: 1, ..Default::default() };
         assert!(check_fits(900 << 20, &config, Sized::Files).is_ok());
         let err = check_fits(1100 << 20, &config, Sized::Measured).unwrap_err();
         assert!(err.contains("measured per session"), "{err}");
@@ -192,18 +187,31 @@ mod tests {
     fn config_ranges_are_checked() {
         assert!(FunctionConfig::default().validate().is_ok());
         let bad = [
-            FunctionConfig { memory_mb: 1000, ..Default::default() },
             FunctionConfig { max_concurrency: 0, ..Default::default() },
             FunctionConfig { max_concurrency: 201, ..Default::default() },
             FunctionConfig { provisioned_concurrency: 21, ..Default::default() },
-            FunctionConfig { timeout_s: 0, ..Default::default() },
-            FunctionConfig { timeout_s: 61, ..Default::default() },
             FunctionConfig { payload_limit_bytes: 0, ..Default::default() },
-            FunctionConfig { init_timeout_s: 0, ..Default::default() },
-            FunctionConfig { init_timeout_s: 301, ..Default::default() },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");
         }
+    }
+
+    #[test]
+    fn typed_fields_refuse_bad_values_when_read() {
+        let read = |json: &str| serde_json::from_str::<FunctionConfig>(json).map_err(|e| e.to_string());
+        let config = read(r#"{"memory_mb": 3072, "timeout_s": 5, "init_timeout_s": 300}"#).unwrap();
+        assert_eq!((config.memory_mb.mb(), config.timeout_s.secs(), config.init_timeout_s.secs()), (3072, 5, 300));
+        for (json, says) in [
+            (r#"{"memory_mb": 1000}"#, "memory must be one of"),
+            (r#"{"timeout_s": 0}"#, "timeout must be between 1 and 60 seconds; got 0"),
+            (r#"{"timeout_s": 61}"#, "got 61"),
+            (r#"{"init_timeout_s": 301}"#, "init timeout must be between 1 and 300 seconds"),
+        ] {
+            let e = read(json).unwrap_err();
+            assert!(e.contains(says), "{json}: {e}");
+        }
+        let back = serde_json::to_value(FunctionConfig::default()).unwrap();
+        assert_eq!((back["memory_mb"].as_u64(), back["timeout_s"].as_u64()), (Some(2048), Some(60)));
     }
 }

@@ -23,7 +23,7 @@ pub use record::{Artifact, Bundle, FunctionRecord};
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
 use crate::store::{Digest, Store, StoreError};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,9 @@ pub enum RegistryError {
     /// No function has this name.
     #[error("function `{0}` does not exist")]
     NotFound(String),
+    /// What the deploy would keep reserved does not fit the host.
+    #[error("{0}")]
+    OverCapacity(String),
     /// The handler or its models could not be made ready.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -76,8 +79,10 @@ pub struct Registry {
     store: Arc<Store>,
     runtime: Arc<Runtime>,
     cache: ComponentCache,
-    live: RwLock<HashMap<String, Arc<Deployed>>>,
+    live: RwLock<BTreeMap<String, Arc<Deployed>>>,
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held from a deploy's last admission check until its record is live.
+    admitting: Mutex<()>,
     options: Options,
 }
 
@@ -133,6 +138,31 @@ pub fn validate_bundle(name: &str, bundle: &mut Bundle) -> Result<(), RegistryEr
     record::check_no_nesting(&bundle.artifacts).map_err(RegistryError::InvalidBundle)
 }
 
+/// Host-wide admission: provisioned instances are memory kept for a
+/// function at all times, so the functions' provisioned concurrency times
+/// their tier, together, must fit the memory budget (`name` counted with
+/// `config` instead of what it has now). What is not provisioned is held
+/// only while it runs, and is admitted per request against the same budget.
+fn admit(
+    live: &BTreeMap<String, Arc<Deployed>>,
+    budget_mb: u64,
+    name: &str,
+    config: &FunctionConfig,
+) -> Result<(), RegistryError> {
+    let reserved = |c: &FunctionConfig| u64::from(c.provisioned_concurrency) * u64::from(c.memory_mb.mb());
+    let others: u64 = live.values().filter(|d| d.record.name != name).map(|d| reserved(&d.record.config)).sum();
+    let asked = reserved(config);
+    if asked > 0 && others + asked > budget_mb {
+        return Err(RegistryError::OverCapacity(format!(
+            "provisioned concurrency would reserve {} MB on this host ({asked} MB for `{name}`, {others} MB for \
+             other functions) but its memory budget is {budget_mb} MB; lower provisioned_concurrency or memory_mb, \
+             or raise the server's --memory-budget-mb",
+            others + asked
+        )));
+    }
+    Ok(())
+}
+
 /// How often idle pools are checked for scaling down.
 pub const REAP_EVERY: Duration = Duration::from_millis(250);
 
@@ -144,7 +174,15 @@ impl Registry {
     /// zero. A record that cannot be read is logged and skipped.
     pub fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
-        let registry = Registry { store, runtime, cache, live: RwLock::default(), deploys: Mutex::default(), options };
+        let registry = Registry {
+            store,
+            runtime,
+            cache,
+            live: RwLock::default(),
+            deploys: Mutex::default(),
+            admitting: Mutex::default(),
+            options,
+        };
         for (name, bytes) in registry.store.records()? {
             let record: FunctionRecord = match serde_json::from_slice(&bytes) {
                 Ok(r) => r,
@@ -186,6 +224,11 @@ impl Registry {
             .await;
     }
 
+    /// The runtime functions run on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// The store underneath.
     pub fn store(&self) -> &Store {
         &self.store
@@ -198,9 +241,18 @@ impl Registry {
 
     /// Every live function, sorted by name.
     pub fn list(&self) -> Vec<Arc<Deployed>> {
-        let mut all: Vec<_> = self.live.read().expect("registry lock").values().cloned().collect();
-        all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-        all
+        self.live.read().expect("registry lock").values().cloned().collect()
+    }
+
+    /// Up to `limit` live functions named after `after` (from the first
+    /// without it), sorted by name, and whether more follow.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<Arc<Deployed>>, bool) {
+        use std::ops::Bound;
+        let live = self.live.read().expect("registry lock");
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut rest = live.range::<str, _>((from, Bound::Unbounded)).map(|(_, d)| d.clone());
+        let page: Vec<_> = rest.by_ref().take(limit).collect();
+        (page, rest.next().is_some())
     }
 
     /// Creates or updates `name` from `bundle`; returns the live record and
@@ -216,6 +268,7 @@ impl Registry {
         config::check_fits(model_bytes, &bundle.config, config::Sized::Files).map_err(RegistryError::InvalidBundle)?;
         let serial = self.deploy_lock(name);
         let _serial = serial.lock().await;
+        self.admit(name, &bundle.config)?;
         let previous = self.get(name).map(|d| d.record.clone());
         let artifacts_digest = record::artifacts_digest(&bundle.artifacts);
         if let Some(p) = previous
@@ -236,12 +289,22 @@ impl Registry {
             updated_at: now(),
         };
         let deployed = self.load(&record).await?;
+        // Admitted again where it takes effect, one deploy at a time: deploys
+        // of other names may have been admitted meanwhile.
+        let admitting = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        self.admit(name, &record.config)?;
         let bytes = serde_json::to_vec(&record).expect("records serialize");
         self.store.put_record(name, &bytes)?;
         self.live.write().expect("registry lock").insert(name.to_owned(), Arc::new(deployed));
+        drop(admitting);
         tracing::info!(function = name, version = record.version, "deployed");
-        self.collect_garbage();
-        Ok((record, if previous.is_some() { Deployment::Updated } else { Deployment::Created }))
+        // Only a replaced version leaves files behind (a created function's
+        // uploads are its own); collecting reads every record.
+        if previous.is_some() {
+            self.collect_garbage();
+            return Ok((record, Deployment::Updated));
+        }
+        Ok((record, Deployment::Created))
     }
 
     /// Deletes `name`; in-flight requests finish on the removed version.
@@ -257,6 +320,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether `config` for `name` fits the host (see [`admit`]).
+    fn admit(&self, name: &str, config: &FunctionConfig) -> Result<(), RegistryError> {
+        admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, name, config)
+    }
+
     /// The lock that serializes deploys and deletes of `name`. Locks of
     /// names no operation holds are dropped here, so the map stays small.
     fn deploy_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -265,15 +333,35 @@ impl Registry {
         locks.entry(name.to_owned()).or_default().clone()
     }
 
-    /// Loads a new version, ready to take traffic, and checks what its
-    /// sessions measured against the tier.
+    /// Makes a new version ready to take traffic and checks what its
+    /// sessions measured against the tier. The first deploy of a handler,
+    /// artifacts and environment loads everything (`init`, every graph) and
+    /// records what it measured; a later deploy of the same (another name,
+    /// another configuration) trusts that record and loads nothing unless
+    /// it has provisioned instances, so it starts at zero.
     async fn load(&self, record: &FunctionRecord) -> Result<Deployed, RegistryError> {
         let pool = self.pool(record)?;
-        pool.warm().await?;
-        let sessions = record.config.spec().sessions.max(1) as u64;
-        let per_session = pool.gauges().model_memory_bytes / sessions;
-        config::check_fits(per_session, &record.config, config::Sized::Measured)
+        let key = self.runtime.snapshot_key(
+            record.wasm.as_str(),
+            record.artifacts_digest.as_str(),
+            &record.config.spec().env,
+        );
+        let validated = match self.cache.validated(&key) {
+            Some(v) => {
+                pool.trust(v);
+                v
+            }
+            None => {
+                let v = pool.validate().await?;
+                self.cache.mark_validated(&key, &v)?;
+                v
+            }
+        };
+        config::check_fits(validated.session_bytes, &record.config, config::Sized::Measured)
             .map_err(RegistryError::InvalidBundle)?;
+        if pool.provisioned() {
+            pool.warm().await?;
+        }
         Ok(Deployed { record: record.clone(), pool })
     }
 

@@ -4,6 +4,9 @@
 //! environment, and the engine's compatibility hash (wasmtime version and
 //! settings). Entries are written to a temporary file and renamed into
 //! place, so a crash never leaves a torn entry; loading maps the file.
+//! Beside each snapshot a deploy records what loading it measured, so that
+//! deploying the same code and models again (10,000 copies of one model,
+//! or a configuration change) loads nothing.
 
 use super::LoadError;
 use sha2::{Digest, Sha256};
@@ -85,13 +88,44 @@ impl ComponentCache {
     /// Precompiles `wasm`, stores it under `key` and loads it back mapped.
     pub fn store(&self, engine: &Engine, key: &str, wasm: &[u8]) -> Result<Component, LoadError> {
         let bytes = engine.precompile_component(wasm).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        self.write(&self.path(key), &bytes)?;
+        self.load(engine, key).ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
+    }
+
+    /// What a deploy found when it loaded the snapshot under `key`, if one did.
+    pub fn validated(&self, key: &str) -> Option<Validated> {
+        serde_json::from_slice(&std::fs::read(self.validated_path(key)).ok()?).ok()
+    }
+
+    /// Records that the snapshot under `key` loaded, with what it measured.
+    pub fn mark_validated(&self, key: &str, validated: &Validated) -> Result<(), LoadError> {
+        self.write(&self.validated_path(key), &serde_json::to_vec(validated).expect("serializes"))
+    }
+
+    fn validated_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// Writes `bytes` to a temporary file renamed to `path`, so a crash
+    /// never leaves a torn entry.
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
         let io = |e: std::io::Error| LoadError::Internal(format!("component cache {}: {e}", self.dir.display()));
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
-        tmp.persist(self.path(key)).map_err(|e| io(e.error))?;
-        self.load(engine, key).ok_or_else(|| LoadError::Internal("cache entry unreadable after write".into()))
+        std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
     }
+}
+
+/// What loading a snapshot at deploy established: `init` succeeded and
+/// every graph loaded in ONNX Runtime, each session holding `session_bytes`
+/// (measured resident growth). A deploy of the same handler, artifacts and
+/// environment trusts it instead of loading everything again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validated {
+    /// Memory one session of every graph holds, together, in bytes.
+    pub session_bytes: u64,
 }
 
 impl ComponentCache {
@@ -113,10 +147,14 @@ impl ComponentCache {
                 })
                 .count()
         };
-        let snapshots =
-            stale(&self.dir, &|name| name == "ort" || name.strip_suffix(".cwasm").is_none_or(|key| keys.contains(key)));
+        let snapshots = stale(&self.dir, &|name| name == "ort" || entry_key(name).is_none_or(|key| keys.contains(key)));
         snapshots + stale(&self.dir.join("ort"), &|name| artifacts.contains(name))
     }
+}
+
+/// The key of a cache entry's file name (a snapshot or its record).
+fn entry_key(name: &str) -> Option<&str> {
+    name.strip_suffix(".cwasm").or_else(|| name.strip_suffix(".json"))
 }
 
 /// A digest of every file under `dir` (relative names and contents).

@@ -33,13 +33,19 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// (Linux 6.7+) only the pages a request dirtied are reset.
 const KEEP_RESIDENT: usize = 16 << 20;
 
-/// Instance slots in the pool, shared by all functions.
-const POOL_INSTANCES: u32 = 1000;
+/// Instance slots in the pool, shared by all functions, unless the server
+/// is told otherwise ([`Runtime::with_instances`]).
+pub const DEFAULT_INSTANCES: u32 = 1000;
 
-/// Slots that pre-made (warm) instances never take: they are kept for
-/// requests and deploys of any function, so one function's refills cannot
-/// leave another without an instance.
-pub const RESERVED_SLOTS: u32 = 100;
+/// Fewest and most instance slots a server may have: each slot reserves
+/// its memory's address range (4 GiB plus guards), and a 47-bit address
+/// space holds a few thousand.
+pub const INSTANCES: std::ops::RangeInclusive<u32> = 16..=4000;
+
+/// The share of slots (one in this many) that pre-made (warm) instances
+/// never take: they are kept for requests and deploys of any function, so
+/// one function's refills cannot leave another without an instance.
+const RESERVED_SHARE: u32 = 10;
 
 /// A wasmtime engine set up for Nimbus, with its linkers.
 pub struct Runtime {
@@ -66,16 +72,17 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-fn config(pooling: bool) -> Config {
+/// Engine settings; `instances` slots when pooled (`None`: on demand).
+fn config(instances: Option<u32>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true);
-    if pooling {
+    if let Some(instances) = instances {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 4)
-            .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES * 4)
-            .total_stacks(POOL_INSTANCES)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 4)
+            .total_memories(instances)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memories_per_component(2)
             .max_tables_per_component(8)
             .max_core_instances_per_component(16)
@@ -92,26 +99,34 @@ fn config(pooling: bool) -> Config {
 impl Runtime {
     /// Builds the engine (pooled when possible) and starts its epoch clock.
     pub fn new() -> wasmtime::Result<Arc<Self>> {
-        let (engine, pooling) = match Engine::new(&config(true)) {
+        Self::with_instances(DEFAULT_INSTANCES)
+    }
+
+    /// As [`Runtime::new`], with `instances` slots (within [`INSTANCES`])
+    /// for all functions' instances together.
+    pub fn with_instances(instances: u32) -> wasmtime::Result<Arc<Self>> {
+        let instances = instances.clamp(*INSTANCES.start(), *INSTANCES.end());
+        let (engine, pooling) = match Engine::new(&config(Some(instances))) {
             Ok(engine) => (engine, true),
             Err(e) => {
                 tracing::warn!("pooling allocator unavailable ({e}); allocating instances on demand");
-                (Engine::new(&config(false))?, false)
+                (Engine::new(&config(None))?, false)
             }
         };
         let linker = linker_for(&engine)?;
-        let mut init_config = config(false);
+        let mut init_config = config(None);
         init_config.cranelift_opt_level(wasmtime::OptLevel::None);
         let init_engine = Engine::new(&init_config)?;
         let init_linker = linker_for(&init_engine)?;
         let ticker = EpochTicker::start(vec![engine.clone(), init_engine.clone()]);
-        let total = if pooling { POOL_INSTANCES } else { u32::MAX };
+        let total = if pooling { instances } else { u32::MAX };
+        let reserved = if pooling { (instances / RESERVED_SHARE).max(1) } else { 0 };
         Ok(Arc::new(Runtime {
             engine,
             linker,
             init_engine,
             init_linker,
-            slots: Arc::new(Slots { used: AtomicU32::new(0), total }),
+            slots: Arc::new(Slots { used: AtomicU32::new(0), total, reserved }),
             host_memory: Arc::default(),
             pooling,
             _ticker: ticker,
@@ -149,6 +164,11 @@ impl Runtime {
         self.host_memory.set_limit(bytes);
     }
 
+    /// Bytes all requests hold now (guest memory and host side).
+    pub fn request_memory(&self) -> u64 {
+        self.host_memory.used()
+    }
+
     /// Whether a pre-made instance may take an instance slot now (it may
     /// not take the ones reserved for requests and deploys).
     pub fn spare_slots(&self) -> bool {
@@ -158,6 +178,11 @@ impl Runtime {
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
         self.pooling
+    }
+
+    /// Instance slots in use and in all (`None` when not pooled).
+    pub fn slots(&self) -> (u32, Option<u32>) {
+        (self.slots.used.load(Ordering::Relaxed), self.pooling.then_some(self.slots.total))
     }
 }
 
@@ -174,6 +199,8 @@ fn linker_for(engine: &Engine) -> wasmtime::Result<Linker<State>> {
 pub(crate) struct Slots {
     used: AtomicU32,
     total: u32,
+    /// Slots only requests and deploys take.
+    reserved: u32,
 }
 
 impl Slots {
@@ -185,7 +212,7 @@ impl Slots {
 
     /// Whether a pre-made instance may take a slot now.
     pub(crate) fn spare(&self) -> bool {
-        self.used.load(Ordering::Relaxed).saturating_add(RESERVED_SLOTS) < self.total
+        self.used.load(Ordering::Relaxed).saturating_add(self.reserved) < self.total
     }
 }
 
@@ -204,9 +231,8 @@ struct Executor(Option<tokio::runtime::Runtime>);
 
 impl Executor {
     fn start() -> std::io::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores)
+            .worker_threads(super::limits::cores())
             .thread_name("nimbus-guest")
             .enable_all()
             .build()?;

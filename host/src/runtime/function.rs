@@ -41,7 +41,7 @@ impl Default for FunctionSpec {
         FunctionSpec {
             memory: MemoryTier::DEFAULT,
             timeout: Duration::from_secs(60),
-            init_timeout: super::limits::DEFAULT_INIT_TIMEOUT,
+            init_timeout: super::limits::DEFAULT_INIT_TIMEOUT.duration(),
             env: Vec::new(),
             sessions: 1,
         }
@@ -75,7 +75,31 @@ impl Function {
         spec: FunctionSpec,
         cache: &ComponentCache,
     ) -> Result<Self, LoadError> {
-        let load = Self::load_here(runtime.clone(), name.to_owned(), source.clone(), spec, cache.clone());
+        Self::load_with(runtime, name, source, spec, cache, false).await
+    }
+
+    /// Loads as [`Function::load`] does, measuring the memory each graph's
+    /// session holds ([`Function::model_bytes`]); for deploys, which check
+    /// it against the tier.
+    pub async fn load_measured(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        source: &Source,
+        spec: FunctionSpec,
+        cache: &ComponentCache,
+    ) -> Result<Self, LoadError> {
+        Self::load_with(runtime, name, source, spec, cache, true).await
+    }
+
+    async fn load_with(
+        runtime: &Arc<Runtime>,
+        name: &str,
+        source: &Source,
+        spec: FunctionSpec,
+        cache: &ComponentCache,
+        measure: bool,
+    ) -> Result<Self, LoadError> {
+        let load = Self::load_here(runtime.clone(), name.to_owned(), source.clone(), spec, cache.clone(), measure);
         runtime.run(load).await.map_err(|e| LoadError::Internal(format!("load task: {e}")))?
     }
 
@@ -85,12 +109,14 @@ impl Function {
         source: Source,
         spec: FunctionSpec,
         cache: ComponentCache,
+        measure: bool,
     ) -> Result<Self, LoadError> {
         let dir = source.artifacts.clone();
         let options = GraphOptions {
             threads: spec.memory.threads(),
             sessions: spec.sessions,
             optimized_dir: Some(cache.optimized_dir(&source.artifacts_digest)),
+            measure,
         };
         let graphs = tokio::task::spawn_blocking(move || Graphs::load_dir(&dir, &options))
             .await
@@ -141,10 +167,10 @@ impl Function {
         self.graphs.len() * self.spec.sessions
     }
 
-    /// Bytes of model files this function's sessions hold (an estimate of
-    /// the ONNX Runtime memory it keeps while warm).
-    pub fn model_bytes(&self) -> u64 {
-        self.graphs.model_bytes() * self.spec.sessions as u64
+    /// Memory one session of each graph holds together: measured if loaded
+    /// with [`Function::load_measured`], else the model files' sizes.
+    pub fn session_bytes(&self) -> u64 {
+        self.graphs.model_bytes()
     }
 
     /// Serves one request in a fresh instance on the guests' executor, with

@@ -16,9 +16,11 @@ pub enum LimitError {
     /// The memory tier is not one of 1024, 2048, ..., 6144.
     #[error("memory must be one of 1024, 2048, 3072, 4096, 5120, 6144 MB; got {0}")]
     Memory(u32),
-    /// The timeout is zero or over the maximum.
-    #[error("timeout must be between 1 and {max} seconds; got {got}")]
-    Timeout {
+    /// A number of seconds is zero or over its maximum.
+    #[error("{what} must be between 1 and {max} seconds; got {got}")]
+    Seconds {
+        /// What the seconds bound (`timeout`, `init timeout`).
+        what: &'static str,
         /// Largest allowed, in seconds.
         max: u64,
         /// What was asked, in seconds.
@@ -60,8 +62,7 @@ impl MemoryTier {
 
     /// ONNX Runtime intra-op threads: one per GiB, at most the host's cores.
     pub fn threads(self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (self.0 as usize / 1024).clamp(1, cores)
+        (self.0 as usize / 1024).clamp(1, cores())
     }
 }
 
@@ -78,38 +79,114 @@ impl TryFrom<u32> for MemoryTier {
     }
 }
 
+impl std::str::FromStr for MemoryTier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mb = s.parse::<u32>().map_err(|e| format!("{s:?} is not a number of MB: {e}"))?;
+        MemoryTier::new(mb).map_err(|e| e.to_string())
+    }
+}
+
 impl From<MemoryTier> for u32 {
     fn from(t: MemoryTier) -> u32 {
         t.0
     }
 }
 
-/// Largest timeout, as in SageMaker Serverless.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Checks a timeout in seconds.
-pub fn timeout(seconds: u64) -> Result<Duration, LimitError> {
-    seconds_in(seconds, MAX_TIMEOUT)
+/// The cores this process may use, read once: the standard library reads
+/// cgroup files on every call, and every function's spec asks.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// How long `init` may run unless configured: reading artifacts and
-/// building tokenizers takes seconds; minutes is a bug or hostile.
-pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Largest `init` timeout.
-pub const MAX_INIT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Checks an `init` timeout in seconds.
-pub fn init_timeout(seconds: u64) -> Result<Duration, LimitError> {
-    seconds_in(seconds, MAX_INIT_TIMEOUT)
+/// What a [`Seconds`] bounds: its name in errors and its largest value.
+pub trait SecondsLimit: Copy + std::fmt::Debug + Eq {
+    /// The name errors use.
+    const WHAT: &'static str;
+    /// The largest allowed value, in seconds.
+    const MAX: u64;
 }
 
-fn seconds_in(seconds: u64, max: Duration) -> Result<Duration, LimitError> {
-    if (1..=max.as_secs()).contains(&seconds) {
-        Ok(Duration::from_secs(seconds))
-    } else {
-        Err(LimitError::Timeout { max: max.as_secs(), got: seconds })
+/// A request's timeout: at most 60 s, as in SageMaker Serverless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimit;
+
+impl SecondsLimit for RequestLimit {
+    const WHAT: &'static str = "timeout";
+    const MAX: u64 = 60;
+}
+
+/// How long `init` may run: reading artifacts and building tokenizers
+/// takes seconds; minutes is a bug or hostile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitLimit;
+
+impl SecondsLimit for InitLimit {
+    const WHAT: &'static str = "init timeout";
+    const MAX: u64 = 300;
+}
+
+/// A whole number of seconds from 1 to `L::MAX`; checked when made, read
+/// from JSON or TOML, or parsed from a flag, so no other value exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "u64", into = "u64", bound = "")]
+pub struct Seconds<L: SecondsLimit>(u64, std::marker::PhantomData<L>);
+
+/// A request's timeout.
+pub type Timeout = Seconds<RequestLimit>;
+/// How long `init` may run.
+pub type InitTimeout = Seconds<InitLimit>;
+
+impl<L: SecondsLimit> Seconds<L> {
+    /// `seconds`, if from 1 to `L::MAX`.
+    pub fn new(seconds: u64) -> Result<Self, LimitError> {
+        if (1..=L::MAX).contains(&seconds) {
+            Ok(Seconds(seconds, std::marker::PhantomData))
+        } else {
+            Err(LimitError::Seconds { what: L::WHAT, max: L::MAX, got: seconds })
+        }
+    }
+
+    /// The largest value.
+    pub fn max() -> Self {
+        Seconds(L::MAX, std::marker::PhantomData)
+    }
+
+    /// Whole seconds.
+    pub fn secs(self) -> u64 {
+        self.0
+    }
+
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
     }
 }
+
+impl<L: SecondsLimit> TryFrom<u64> for Seconds<L> {
+    type Error = LimitError;
+    fn try_from(seconds: u64) -> Result<Self, LimitError> {
+        Seconds::new(seconds)
+    }
+}
+
+impl<L: SecondsLimit> From<Seconds<L>> for u64 {
+    fn from(s: Seconds<L>) -> u64 {
+        s.0
+    }
+}
+
+impl<L: SecondsLimit> std::str::FromStr for Seconds<L> {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = s.parse::<u64>().map_err(|e| format!("{s:?} is not a number of seconds: {e}"))?;
+        Seconds::new(n).map_err(|e| e.to_string())
+    }
+}
+
+/// How long `init` may run unless configured.
+pub const DEFAULT_INIT_TIMEOUT: InitTimeout = Seconds(120, std::marker::PhantomData);
 
 /// The trap raised when a guest grows its memory past its tier.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -299,6 +376,10 @@ mod tests {
         for bad in [0, 512, 1000, 7168] {
             assert_eq!(MemoryTier::new(bad), Err(LimitError::Memory(bad)));
         }
-        assert!(timeout(0).is_err() && timeout(61).is_err() && timeout(60).is_ok());
+        assert!(Timeout::new(0).is_err() && Timeout::new(61).is_err() && Timeout::new(60).is_ok());
+        assert!(InitTimeout::new(301).is_err() && InitTimeout::new(300).is_ok());
+        assert_eq!("3072".parse::<MemoryTier>().map(MemoryTier::mb), Ok(3072));
+        assert!("3000".parse::<MemoryTier>().unwrap_err().contains("got 3000"));
+        assert!("x".parse::<Timeout>().unwrap_err().contains("not a number of seconds"));
     }
 }

@@ -19,8 +19,8 @@ mod state;
 mod wasi_nn;
 
 pub use bindings::{Request, Response};
-pub use cache::{ComponentCache, digest_dir};
-pub use engine::Runtime;
+pub use cache::{ComponentCache, Validated, digest_dir};
+pub use engine::{DEFAULT_INSTANCES, INSTANCES, Runtime};
 pub use function::{Function, FunctionSpec, Invoked, Source, Start, serve};
 pub use instance::{Instance, Retired};
 pub use limits::{MemoryExceeded, MemoryTier};
