@@ -143,3 +143,53 @@ fn provisioned_memory_must_fit_the_host() {
     assert_eq!(describe(&s, "a")["config"]["provisioned_concurrency"], 1);
     assert_eq!(s.invoke("a", "text/plain", "echo").status, 200);
 }
+
+/// `nimbus_held_memory_bytes`: requests' and loaded sessions' memory.
+fn held(s: &Server) -> u64 {
+    let text = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
+    text.lines().find_map(|l| l.strip_prefix("nimbus_held_memory_bytes ")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn cold_starts_wait_for_memory_instead_of_going_over_it() {
+    let (dir, s) = start(&[]);
+    let one = ["--max-concurrency", "1"];
+    s.deploy("f-0", "hostile", "digits", &one);
+    let sessions = describe(&s, "f-0")["instances"]["model_memory_bytes"].as_u64().unwrap();
+    for i in 1..6 {
+        s.deploy(&format!("f-{i}"), "hostile", "digits", &one);
+    }
+    // What one request's instance holds, read while one sleeps.
+    let s = std::sync::Arc::new(s);
+    let sleeper = {
+        let s = s.clone();
+        std::thread::spawn(move || s.invoke("f-0", "text/plain", "sleep:1000").status)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let during = held(&s);
+    assert_eq!(sleeper.join().unwrap(), 200);
+    let instance = during.saturating_sub(held(&s));
+    // Room for two loaded copies and their requests, not for three.
+    let budget_mb = (2 * sessions + 3 * instance).div_ceil(1 << 20) + 8;
+    let mut s = std::sync::Arc::into_inner(s).unwrap();
+    s.terminate(Duration::from_secs(30));
+    let budget = budget_mb.to_string();
+    let s = std::sync::Arc::new(Server::start(dir.path(), &["--memory-budget-mb", &budget]));
+    let watch = {
+        let s = s.clone();
+        std::thread::spawn(move || (0..100).map(|_| (held(&s), std::thread::sleep(Duration::from_millis(30))).0).max())
+    };
+    let burst: Vec<_> = (0..6)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || s.invoke(&format!("f-{i}"), "text/plain", "sleep:300"))
+        })
+        .collect();
+    for t in burst {
+        let a = t.join().unwrap();
+        assert_eq!(a.status, 200, "every first request is answered, some after waiting: {}", a.body);
+    }
+    let most = watch.join().unwrap().unwrap();
+    assert!(most <= budget_mb << 20, "held {most} bytes, over the budget of {budget_mb} MB");
+    assert!(most > (2 * sessions), "two functions were loaded at once ({most} bytes held at most)");
+}

@@ -2,7 +2,9 @@
 //! one real server. The claim it checks: hostile requests get their own
 //! error (timeout, memory, trap) and nothing else changes: every other
 //! request succeeds, nothing unexpected is answered, and the server's
-//! memory stays flat.
+//! memory stays flat. Under load RSS follows the large requests in flight
+//! (up to a GB each), so flatness is read at quiet points: once a minute
+//! the clients pause, the requests in flight finish, and RSS is read.
 //!
 //! Run with `make soak` (NIMBUS_SOAK_SECONDS, default 600; NIMBUS_SOAK_CLIENTS,
 //! default 8). Writes docs/benchmarks/soak.md and soak.json.
@@ -91,7 +93,12 @@ struct Report {
     rss_after_warmup_mib: u64,
     rss_end_mib: u64,
     rss_max_mib: u64,
+    /// (seconds, MiB) with no request in flight, once a minute.
+    rss_quiet_mib: Vec<(u64, u64)>,
 }
+
+/// How often the clients pause so RSS can be read with nothing in flight.
+const QUIET_EVERY: Duration = Duration::from_secs(60);
 
 fn env<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -117,11 +124,15 @@ fn main() {
     let total: u32 = kinds.iter().map(|k| k.weight).sum();
     let tallies: Arc<Mutex<BTreeMap<&'static str, Tally>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    // Clients hold a read guard per request; a quiet point takes the write
+    // guard, so it waits for requests in flight and holds new ones back.
+    let gate: Arc<std::sync::RwLock<()>> = Arc::default();
     let start = Instant::now();
     eprintln!("soak: {clients} clients for {seconds} s");
     let workers: Vec<_> = (0..clients)
         .map(|c| {
-            let (server, kinds, tallies, stop) = (server.clone(), kinds.clone(), tallies.clone(), stop.clone());
+            let (server, kinds, tallies, stop, gate) =
+                (server.clone(), kinds.clone(), tallies.clone(), stop.clone(), gate.clone());
             std::thread::spawn(move || {
                 let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
                 while !stop.load(Ordering::Relaxed) {
@@ -129,11 +140,13 @@ fn main() {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let kind = pick(&kinds, (seed % u64::from(total)) as u32);
+                    let open = gate.read().unwrap();
                     let began = Instant::now();
                     let path = format!("/v1/functions/{}/invocations", kind.function);
                     let a =
                         server.http("POST", &path, None, &[("content-type", kind.content_type)], kind.body.as_bytes());
                     let ms = began.elapsed().as_secs_f64() * 1e3;
+                    drop(open);
                     let ok = a.status == kind.status && (kind.code.is_empty() || a.body.contains(kind.code));
                     let mut t = tallies.lock().unwrap();
                     let tally = t.entry(kind.name).or_default();
@@ -154,9 +167,18 @@ fn main() {
         })
         .collect();
     let mut rss = Vec::new();
+    let mut quiet = Vec::new();
+    let mut next_quiet = QUIET_EVERY;
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
         rss.push((start.elapsed().as_secs(), server.rss_mib()));
+        if start.elapsed() >= next_quiet {
+            let closed = gate.write().unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            quiet.push((start.elapsed().as_secs(), server.rss_mib()));
+            drop(closed);
+            next_quiet += QUIET_EVERY;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -176,11 +198,16 @@ fn main() {
         rss_end_mib: rss.last().map_or(0, |r| r.1),
         rss_max_mib: rss.iter().map(|r| r.1).max().unwrap_or(0),
         rss_mib: rss,
+        rss_quiet_mib: quiet,
         kinds: kinds_out,
     };
     write(&report);
     let unexpected: u64 = report.kinds.values().map(|t| t.unexpected).sum();
     assert_eq!(unexpected, 0, "unexpected answers: see docs/benchmarks/soak.md");
+    if let (Some(first), Some(last)) = (report.rss_quiet_mib.first(), report.rss_quiet_mib.last()) {
+        let bound = (first.1 * 3 / 2).max(first.1 + 200);
+        assert!(last.1 <= bound, "quiet RSS grew from {} to {} MiB: see docs/benchmarks/soak.md", first.1, last.1);
+    }
 }
 
 fn write(r: &Report) {
@@ -201,6 +228,11 @@ fn write(r: &Report) {
         r.seconds.min(60),
         r.rss_end_mib,
         r.rss_max_mib
+    ));
+    let quiet: Vec<String> = r.rss_quiet_mib.iter().map(|(t, m)| format!("{m} ({t} s)")).collect();
+    md.push_str(&format!(
+        "\nServer RSS with nothing in flight, once a minute (MiB): {}.\n",
+        if quiet.is_empty() { "none (run under a minute)".to_owned() } else { quiet.join(", ") }
     ));
     for (name, t) in r.kinds.iter().filter(|(_, t)| !t.examples.is_empty()) {
         md.push_str(&format!("\nUnexpected answers to {name}: {:?}\n", t.examples));

@@ -109,6 +109,9 @@ impl From<RegistryError> for ApiError {
                     LoadError::NotAHandler(_) => "not_a_handler",
                     LoadError::Init(_) => "init_failed",
                     LoadError::Artifacts(_) | LoadError::Model(_) => "invalid_model",
+                    LoadError::AtCapacity => {
+                        return Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", e.to_string()).retry_after(1);
+                    }
                     LoadError::Internal(_) => {
                         return Self::new(
                             StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,6 +174,11 @@ impl From<PoolError> for ApiError {
         match e {
             PoolError::Throttled { retry_after_s, .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()).retry_after(retry_after_s)
+            }
+            PoolError::Load(LoadError::AtCapacity) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", "this host's memory is in use; retry shortly")
+                    .retry_after(1)
+                    .with_detail(e.to_string())
             }
             PoolError::Load(e) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -23,9 +23,9 @@ pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> im
         out.push_str(&host("nimbus_instance_slots_total", "Instance slots for all functions.", total.into()));
     }
     out.push_str(&host(
-        "nimbus_request_memory_bytes",
-        "Memory requests hold now (guest and host side), against --memory-budget-mb.",
-        runtime.request_memory(),
+        "nimbus_held_memory_bytes",
+        "Memory held for requests and loaded functions' sessions, against --memory-budget-mb.",
+        runtime.memory().used(),
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -24,7 +24,7 @@ mod metrics;
 pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
 
 use crate::runtime::{
-    ComponentCache, Function, FunctionSpec, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
+    ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
     Source, Start, Validated, serve,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,9 +80,15 @@ pub struct Loader {
     pub cache: ComponentCache,
 }
 
+/// How long a cold start waits for the host's memory (requests finishing,
+/// idle functions scaled to zero by the reaper) before a 503.
+const MEMORY_PATIENCE: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Inner {
     function: Option<Arc<Function>>,
+    /// The host memory the loaded function's sessions hold.
+    held: Option<Held>,
     ready: Vec<Instance>,
     busy: u32,
     /// Instances being made by refills right now (so that two refills
@@ -150,6 +156,21 @@ impl Pool {
         self.session_bytes.store(validated.session_bytes, Ordering::Relaxed);
     }
 
+    /// What one session of every graph holds, as a deploy measured it (read
+    /// from the deploy's record after a restart); 0 if never measured.
+    fn session_bytes(&self) -> u64 {
+        let known = self.session_bytes.load(Ordering::Relaxed);
+        if known > 0 {
+            return known;
+        }
+        let l = &self.loader;
+        let key = l.runtime.snapshot_key(&l.source.wasm_digest, &l.source.artifacts_digest, &l.spec.env);
+        l.cache.validated(&key).map_or(0, |v| {
+            self.trust(v);
+            v.session_bytes
+        })
+    }
+
     /// Loads the function and fills the provisioned instances.
     pub async fn warm(self: &Arc<Self>) -> Result<(), LoadError> {
         self.ensure_loaded(false).await?;
@@ -183,8 +204,16 @@ impl Pool {
                 return Err(LoadError::Artifacts(inner.load_error.clone().unwrap_or_default()));
             }
         }
-        let start = Instant::now();
         let l = &self.loader;
+        // A cold start waits for the memory its sessions will hold (known
+        // from the deploy's measurement); a first load measures, then holds.
+        let memory = l.runtime.memory();
+        let expected = self.session_bytes() * l.spec.sessions as u64;
+        let mut held = None;
+        if expected > 0 {
+            held = Some(memory.hold(expected, MEMORY_PATIENCE).await.ok_or(LoadError::AtCapacity)?);
+        }
+        let start = Instant::now();
         let loaded = if measure {
             Function::load_measured(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await
         } else {
@@ -199,15 +228,11 @@ impl Pool {
             }
         };
         self.metrics.model_setup.observe(start.elapsed());
-        if self.session_bytes.load(Ordering::Relaxed) == 0 {
-            let key = l.runtime.snapshot_key(&l.source.wasm_digest, &l.source.artifacts_digest, &l.spec.env);
-            if let Some(v) = l.cache.validated(&key) {
-                self.trust(v);
-            }
-        }
+        let held = held.unwrap_or_else(|| memory.charge(function.session_bytes() * l.spec.sessions as u64));
         tracing::info!(function = %l.name, setup_ms = start.elapsed().as_millis() as u64, "loaded");
         let mut inner = self.lock();
         inner.function = Some(function.clone());
+        inner.held = Some(held);
         inner.load_error = None;
         // Loading counts as use: a fresh load is not the first to evict.
         inner.last_used = Some(Instant::now());
@@ -314,7 +339,7 @@ impl Pool {
                 return false;
             }
             inner.peak = 0;
-            (std::mem::take(&mut inner.ready), inner.function.take())
+            (std::mem::take(&mut inner.ready), inner.function.take(), inner.held.take())
         };
         drop(dropped);
         tracing::info!(function = %self.loader.name, "scaled to zero");

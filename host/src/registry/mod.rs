@@ -435,7 +435,8 @@ impl Registry {
     }
 
     /// Scales idle functions down (see [`Pool::reap`]), then, while the
-    /// loaded functions' tiers add up past the memory budget, scales the
+    /// loaded functions' tiers add up past the memory budget, or the memory
+    /// held and wanted (cold starts waiting for it) is past it, scales the
     /// least recently used idle ones to zero. Call it periodically.
     pub fn reap(&self) {
         let now = Instant::now();
@@ -448,8 +449,9 @@ impl Registry {
         let mut used: u64 = pools.iter().filter(loaded).map(|p| u64::from(p.memory_mb())).sum();
         let mut by_age: Vec<&Arc<Pool>> = pools.iter().filter(loaded).collect();
         by_age.sort_by_key(|p| p.last_used());
+        let memory = self.runtime.memory();
         for pool in by_age {
-            if used <= self.options.memory_budget_mb {
+            if used <= self.options.memory_budget_mb && memory.shortfall() == 0 {
                 break;
             }
             if pool.scale_to_zero() {

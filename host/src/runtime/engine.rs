@@ -164,9 +164,10 @@ impl Runtime {
         self.host_memory.set_limit(bytes);
     }
 
-    /// Bytes all requests hold now (guest memory and host side).
-    pub fn request_memory(&self) -> u64 {
-        self.host_memory.used()
+    /// What the host holds for functions: requests (guest memory and host
+    /// side) and loaded functions' sessions, against the memory budget.
+    pub fn memory(&self) -> &Arc<super::limits::HostMemory> {
+        &self.host_memory
     }
 
     /// Whether a pre-made instance may take an instance slot now (it may

@@ -143,7 +143,10 @@ impl Function {
         let pre = HandlerPre::new(pre).map_err(|e| LoadError::NotAHandler(format!("{e:#}")))?;
         let function =
             Arc::new(Function { name, runtime: runtime.clone(), pre, graphs, spec, artifacts: source.artifacts });
-        drop(function.instance().await.map_err(|e| LoadError::Internal(e.to_string()))?);
+        drop(function.instance().await.map_err(|e| match e {
+            InvokeError::AtCapacity => LoadError::AtCapacity,
+            e => LoadError::Internal(e.to_string()),
+        })?);
         Ok(Arc::into_inner(function).expect("no other reference yet"))
     }
 

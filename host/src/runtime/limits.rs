@@ -198,20 +198,39 @@ pub struct MemoryExceeded {
     pub asked_mb: u64,
 }
 
-/// The memory every store of the host holds together, against a limit:
-/// each request is held to its tier, and all of them to what the host can
-/// give, so many requests at once cannot make it run out either.
+/// The memory the host holds for functions, against a limit: every store
+/// (each request is held to its tier) and every loaded function's sessions
+/// (as measured at deploy), so that many requests or many cold starts at
+/// once cannot make the host run out either.
 #[derive(Debug)]
 pub struct HostMemory {
     used: AtomicU64,
     limit: AtomicU64,
+    /// What loads waiting for memory ask for (the reaper frees that much).
+    wanted: AtomicU64,
 }
 
 impl Default for HostMemory {
     fn default() -> Self {
-        HostMemory { used: AtomicU64::new(0), limit: AtomicU64::new(u64::MAX) }
+        HostMemory { used: AtomicU64::new(0), limit: AtomicU64::new(u64::MAX), wanted: AtomicU64::new(0) }
     }
 }
+
+/// Memory held until dropped.
+#[derive(Debug)]
+pub struct Held {
+    all: Arc<HostMemory>,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.all.give_back(self.bytes);
+    }
+}
+
+/// How often a load waiting for memory looks again.
+const MEMORY_POLL: Duration = Duration::from_millis(20);
 
 impl HostMemory {
     pub(crate) fn set_limit(&self, bytes: u64) {
@@ -233,6 +252,49 @@ impl HostMemory {
     /// Bytes held now.
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    /// How many bytes held and wanted together are over the limit: what
+    /// scaling idle functions to zero should free.
+    pub fn shortfall(&self) -> u64 {
+        let asked = self.used().saturating_add(self.wanted.load(Ordering::Relaxed));
+        asked.saturating_sub(self.limit.load(Ordering::Relaxed))
+    }
+
+    /// Holds `bytes` whether or not they fit: for memory already in use
+    /// (a load whose size was only known once done). Past the limit, idle
+    /// functions are scaled to zero until it fits again.
+    pub fn charge(self: &Arc<Self>, bytes: u64) -> Held {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        Held { all: self.clone(), bytes }
+    }
+
+    /// Holds `bytes`, waiting up to `patience` for them to be free (requests
+    /// finish, idle functions are scaled to zero); `None` if they never were.
+    pub async fn hold(self: &Arc<Self>, bytes: u64, patience: Duration) -> Option<Held> {
+        let held = || self.take(bytes).then(|| Held { all: self.clone(), bytes });
+        if let Some(h) = held() {
+            return Some(h);
+        }
+        // Counted as wanted while waiting, also if the caller goes away.
+        struct Wanting<'a>(&'a AtomicU64, u64);
+        impl Drop for Wanting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Relaxed);
+            }
+        }
+        self.wanted.fetch_add(bytes, Ordering::Relaxed);
+        let _wanting = Wanting(&self.wanted, bytes);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            tokio::time::sleep(MEMORY_POLL).await;
+            if let Some(h) = held() {
+                return Some(h);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub use cache::{ComponentCache, Validated, digest_dir};
 pub use engine::{DEFAULT_INSTANCES, INSTANCES, Runtime};
 pub use function::{Function, FunctionSpec, Invoked, Source, Start, serve};
 pub use instance::{Instance, Retired};
-pub use limits::{MemoryExceeded, MemoryTier};
+pub use limits::{Held, HostMemory, MemoryExceeded, MemoryTier};
 
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ pub enum LoadError {
     /// A model could not be loaded.
     #[error(transparent)]
     Model(#[from] crate::nn::NnError),
+    /// The host's memory (or its instance slots) stayed in use for as long
+    /// as a load could wait.
+    #[error("the host is at capacity (memory or instance slots in use); retry shortly")]
+    AtCapacity,
     /// A host-side failure (disk, threads).
     #[error("internal error: {0}")]
     Internal(String),
