@@ -82,11 +82,13 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
             None => break,
         }
     }
+    // One buffered writer: stdout alone flushes at every newline.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        println!("{}", serde_json::json!({ "functions": functions }));
-        return Ok(());
+        serde_json::to_writer(&mut out, &serde_json::json!({ "functions": functions }))?;
+        writeln!(out)?;
+        return Ok(out.flush()?);
     }
-    let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{:<24} {:>7} {:>8} {:>8} {:>12} {:>6} {:>6}",
@@ -105,7 +107,7 @@ pub(crate) fn list(args: ListArgs) -> anyhow::Result<()> {
             f["errors_5xx"].to_string()
         )?;
     }
-    Ok(())
+    Ok(out.flush()?)
 }
 
 #[derive(Debug, clap::Args)]

@@ -101,9 +101,10 @@ fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
 
 impl Graph {
     /// Loads `path` (inside the artifact folder `root`) as the graph
-    /// `name`. ONNX files are untrusted input: the host checks the file ONNX
-    /// Runtime is about to open, whether the artifact itself or the
-    /// optimized graph kept from an earlier load.
+    /// `name`. ONNX files are untrusted input: the host checks every file
+    /// ONNX Runtime opens: the artifact before it is opened, and the
+    /// optimized graph ONNX Runtime writes from it before it is kept (a
+    /// later load opens only that kept file, checked when written).
     pub fn load(name: &str, path: &Path, root: &Path, options: &GraphOptions) -> Result<Self, NnError> {
         super::init()?;
         let load_error = |e: ort::Error| NnError::Load { name: name.to_owned(), message: e.to_string() };
@@ -113,7 +114,7 @@ impl Graph {
         // result kept: later loads, e.g. after scale-to-zero, read the
         // optimized graph with optimization off.
         let optimized = options.optimized_dir.as_ref().map(|d| d.join(format!("{name}.onnx")));
-        let kept = optimized.as_deref().filter(|o| o.is_file() && checked(name, o).is_ok());
+        let kept = optimized.as_deref().filter(|o| o.is_file());
         if kept.is_none() {
             check(name, path, root)?;
         }
@@ -128,6 +129,7 @@ impl Graph {
                 let tmp = o.with_extension(format!("tmp{}", std::process::id()));
                 let saved = o.parent().map(std::fs::create_dir_all).transpose().is_ok()
                     && build(threads, true, path, Some(&tmp)).map(|s| first = Some(s)).is_ok()
+                    && checked(name, &tmp).is_ok()
                     && std::fs::rename(&tmp, o).is_ok();
                 if saved { (o.as_path(), false) } else { (path, true) }
             }
@@ -280,12 +282,12 @@ fn check(name: &str, file: &Path, root: &Path) -> Result<(), NnError> {
     Ok(())
 }
 
-/// Checks an optimized graph ONNX Runtime wrote earlier; one that fails is
-/// removed (and the artifact loaded instead), since only this host made it.
+/// Checks an optimized graph ONNX Runtime just wrote; one that fails is
+/// removed, not kept (the artifact is loaded instead).
 fn checked(name: &str, optimized: &Path) -> Result<(), NnError> {
     let root = optimized.parent().unwrap_or(Path::new("."));
     check(name, optimized, root).inspect_err(|e| {
-        tracing::warn!(graph = name, "ignoring the kept optimized graph: {e}");
+        tracing::warn!(graph = name, "not keeping the optimized graph: {e}");
         let _ = std::fs::remove_file(optimized);
     })
 }

@@ -189,7 +189,7 @@ impl Pool {
     }
 
     /// The loaded function, loading it (a cold start from zero) if needed;
-    /// with `measure`, as a deploy does (see [`Function::load_measured`]).
+    /// with `measure`, as a deploy does (see [`Function::load_with`]).
     async fn ensure_loaded(&self, measure: bool) -> Result<Arc<Function>, LoadError> {
         if let Some(f) = self.lock().function.clone() {
             return Ok(f);
@@ -214,11 +214,7 @@ impl Pool {
             held = Some(memory.hold(expected, MEMORY_PATIENCE).await.ok_or(LoadError::AtCapacity)?);
         }
         let start = Instant::now();
-        let loaded = if measure {
-            Function::load_measured(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await
-        } else {
-            Function::load(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache).await
-        };
+        let loaded = Function::load_with(&l.runtime, &l.name, &l.source, l.spec.clone(), &l.cache, measure).await;
         let function = match loaded {
             Ok(f) => Arc::new(f),
             Err(e) => {

@@ -78,20 +78,10 @@ impl Function {
         Self::load_with(runtime, name, source, spec, cache, false).await
     }
 
-    /// Loads as [`Function::load`] does, measuring the memory each graph's
-    /// session holds ([`Function::model_bytes`]); for deploys, which check
-    /// it against the tier.
-    pub async fn load_measured(
-        runtime: &Arc<Runtime>,
-        name: &str,
-        source: &Source,
-        spec: FunctionSpec,
-        cache: &ComponentCache,
-    ) -> Result<Self, LoadError> {
-        Self::load_with(runtime, name, source, spec, cache, true).await
-    }
-
-    async fn load_with(
+    /// Loads as [`Function::load`] does; with `measure`, also measures the
+    /// memory each graph's session holds ([`Function::session_bytes`]), as
+    /// deploys do to check it against the tier.
+    pub async fn load_with(
         runtime: &Arc<Runtime>,
         name: &str,
         source: &Source,
@@ -171,7 +161,7 @@ impl Function {
     }
 
     /// Memory one session of each graph holds together: measured if loaded
-    /// with [`Function::load_measured`], else the model files' sizes.
+    /// with `measure`, else the model files' sizes.
     pub fn session_bytes(&self) -> u64 {
         self.graphs.model_bytes()
     }
