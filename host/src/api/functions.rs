@@ -116,7 +116,7 @@ pub(super) struct Deployed {
 /// Functions per page of `GET /v1/functions` unless `limit` says otherwise.
 pub const PAGE_DEFAULT: usize = 100;
 /// Most functions one page may hold.
-pub const PAGE_MAX: usize = 1000;
+pub const PAGE_MAX: u16 = 1000;
 
 /// `GET /v1/functions?limit=N&after=NAME`: a page of functions sorted by
 /// name, after the cursor `after` (the previous page's `next`).
@@ -144,7 +144,7 @@ pub(super) async fn list(
     let Query(query) =
         query.map_err(|e| ApiError::bad_request(format!("{}; use ?limit=N&after=NAME", e.body_text())))?;
     let limit = query.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
+    if !(1..=usize::from(PAGE_MAX)).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {PAGE_MAX}; got {limit}")));
     }
     let root = app.registry.store().root();

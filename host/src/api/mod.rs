@@ -10,6 +10,7 @@ mod auth;
 mod error;
 pub mod front;
 mod functions;
+pub use functions::PAGE_MAX;
 mod invoke;
 mod metrics;
 

@@ -2,6 +2,7 @@
 //! HTTP API, human tables by default and `--json` for scripts.
 
 use super::client::{Client, Connection};
+use crate::api::PAGE_MAX;
 use std::io::Write;
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +56,7 @@ pub(crate) struct ListArgs {
     #[command(flatten)]
     connection: Connection,
     /// Functions fetched per request (1..1000); every page is listed.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = PAGE_MAX, value_parser = clap::value_parser!(u16).range(1..=i64::from(PAGE_MAX)))]
     page_size: u16,
     /// Print JSON.
     #[arg(long)]

@@ -15,10 +15,10 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     model_dir: PathBuf,
     /// Memory tier in MB (1024..6144, step 1024).
-    #[arg(long, default_value = "2048")]
+    #[arg(long, default_value_t = MemoryTier::DEFAULT)]
     memory: MemoryTier,
     /// Request timeout in seconds (1..60).
-    #[arg(long, default_value = "60")]
+    #[arg(long, default_value_t = Timeout::max())]
     timeout: Timeout,
     /// The request's Content-Type.
     #[arg(long, default_value = "application/json")]

@@ -79,6 +79,12 @@ impl TryFrom<u32> for MemoryTier {
     }
 }
 
+impl std::fmt::Display for MemoryTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl std::str::FromStr for MemoryTier {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -174,6 +180,12 @@ impl<L: SecondsLimit> TryFrom<u64> for Seconds<L> {
 impl<L: SecondsLimit> From<Seconds<L>> for u64 {
     fn from(s: Seconds<L>) -> u64 {
         s.0
+    }
+}
+
+impl<L: SecondsLimit> std::fmt::Display for Seconds<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
