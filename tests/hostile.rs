@@ -140,6 +140,26 @@ fn bursts_leave_instance_slots_for_other_functions() {
     others_still_served(&s);
 }
 
+/// A deploy that reuses an earlier one's measurement must not skip what
+/// depends on the tier: the memory `init` left in the snapshot.
+#[test]
+fn a_copy_on_a_smaller_tier_is_checked_again() {
+    let (_dir, s) = start(&[]);
+    let models = root().join("examples/digits/model");
+    let keep = ["--env", "HOSTILE_INIT=keep:1200"];
+    let on = |tier: &'static str| [keep[0], keep[1], "--memory", tier];
+    let big = s.try_deploy("big", "hostile", &models, &on("2048"));
+    assert!(big.status.success(), "{}", String::from_utf8_lossy(&big.stderr));
+    let small = s.try_deploy("small", "hostile", &models, &on("1024"));
+    assert_eq!(small.status.code(), Some(1), "refused, as the first deploy on 1024 MB would be");
+    let e = String::from_utf8_lossy(&small.stderr);
+    assert!(e.contains("init_failed") && e.contains("1024 MB"), "{e}");
+    assert_eq!(s.http("GET", "/v1/functions/small", Some(&s.token), &[], b"").status, 404, "nothing deployed");
+    let larger = s.try_deploy("larger", "hostile", &models, &on("3072"));
+    assert!(larger.status.success(), "{}", String::from_utf8_lossy(&larger.stderr));
+    assert_eq!(s.invoke("larger", "text/plain", "echo").status, 200);
+}
+
 #[test]
 fn init_is_bounded_and_deploys_of_other_names_do_not_wait() {
     let (_dir, s) = start(&[]);

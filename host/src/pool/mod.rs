@@ -80,6 +80,13 @@ pub struct Loader {
     pub cache: ComponentCache,
 }
 
+impl Loader {
+    /// The key of the function's snapshot in the cache.
+    fn key(&self) -> String {
+        self.runtime.snapshot_key(&self.source.wasm_digest, &self.source.artifacts_digest, &self.spec.env)
+    }
+}
+
 /// How long a cold start waits for the host's memory (requests finishing,
 /// idle functions scaled to zero by the reaper) before a 503.
 const MEMORY_PATIENCE: Duration = Duration::from_secs(10);
@@ -143,32 +150,31 @@ impl Pool {
     }
 
     /// Loads the function as a deploy does, measuring the memory its
-    /// sessions hold, and keeps it loaded.
+    /// sessions hold, records that beside its snapshot (see [`Pool::measured`])
+    /// and keeps it loaded.
     pub async fn validate(self: &Arc<Self>) -> Result<Validated, LoadError> {
         let function = self.ensure_loaded(true).await?;
-        let validated = Validated { session_bytes: function.session_bytes() };
+        let validated = Validated { session_bytes: function.session_bytes(), memory_mb: self.memory_mb() };
+        self.loader.cache.mark_validated(&self.loader.key(), &validated)?;
         self.session_bytes.store(validated.session_bytes, Ordering::Relaxed);
         Ok(validated)
     }
 
-    /// Takes what an earlier deploy of the same code and models measured.
-    pub fn trust(&self, validated: Validated) {
+    /// What a deploy of the same handler, artifacts and environment
+    /// measured (on this or another pool, before a restart too), if one did.
+    pub fn measured(&self) -> Option<Validated> {
+        let validated = self.loader.cache.validated(&self.loader.key())?;
         self.session_bytes.store(validated.session_bytes, Ordering::Relaxed);
+        Some(validated)
     }
 
-    /// What one session of every graph holds, as a deploy measured it (read
-    /// from the deploy's record after a restart); 0 if never measured.
+    /// What one session of every graph holds, as a deploy measured it; 0 if
+    /// none did.
     fn session_bytes(&self) -> u64 {
-        let known = self.session_bytes.load(Ordering::Relaxed);
-        if known > 0 {
-            return known;
+        match self.session_bytes.load(Ordering::Relaxed) {
+            0 => self.measured().map_or(0, |v| v.session_bytes),
+            known => known,
         }
-        let l = &self.loader;
-        let key = l.runtime.snapshot_key(&l.source.wasm_digest, &l.source.artifacts_digest, &l.spec.env);
-        l.cache.validated(&key).map_or(0, |v| {
-            self.trust(v);
-            v.session_bytes
-        })
     }
 
     /// Loads the function and fills the provisioned instances.

@@ -337,25 +337,15 @@ impl Registry {
     /// sessions measured against the tier. The first deploy of a handler,
     /// artifacts and environment loads everything (`init`, every graph) and
     /// records what it measured; a later deploy of the same (another name,
-    /// another configuration) trusts that record and loads nothing unless
-    /// it has provisioned instances, so it starts at zero.
+    /// another configuration) on that tier or a larger one trusts that
+    /// record and loads nothing unless it has provisioned instances, so it
+    /// starts at zero. On a smaller tier it loads again (the snapshot may
+    /// not fit).
     async fn load(&self, record: &FunctionRecord) -> Result<Deployed, RegistryError> {
         let pool = self.pool(record)?;
-        let key = self.runtime.snapshot_key(
-            record.wasm.as_str(),
-            record.artifacts_digest.as_str(),
-            &record.config.spec().env,
-        );
-        let validated = match self.cache.validated(&key) {
-            Some(v) => {
-                pool.trust(v);
-                v
-            }
-            None => {
-                let v = pool.validate().await?;
-                self.cache.mark_validated(&key, &v)?;
-                v
-            }
+        let validated = match pool.measured().filter(|v| v.memory_mb <= record.config.memory_mb.mb()) {
+            Some(v) => v,
+            None => pool.validate().await?,
         };
         config::check_fits(validated.session_bytes, &record.config, config::Sized::Measured)
             .map_err(RegistryError::InvalidBundle)?;

@@ -120,12 +120,16 @@ impl ComponentCache {
 
 /// What loading a snapshot at deploy established: `init` succeeded and
 /// every graph loaded in ONNX Runtime, each session holding `session_bytes`
-/// (measured resident growth). A deploy of the same handler, artifacts and
-/// environment trusts it instead of loading everything again.
+/// (measured resident growth), and an instance of the snapshot fit a tier
+/// of `memory_mb`. A deploy of the same handler, artifacts and environment
+/// on that tier or a larger one trusts it instead of loading everything
+/// again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Validated {
     /// Memory one session of every graph holds, together, in bytes.
     pub session_bytes: u64,
+    /// The smallest tier an instance was made on.
+    pub memory_mb: u32,
 }
 
 impl ComponentCache {

@@ -135,6 +135,7 @@ impl Function {
             Arc::new(Function { name, runtime: runtime.clone(), pre, graphs, spec, artifacts: source.artifacts });
         drop(function.instance().await.map_err(|e| match e {
             InvokeError::AtCapacity => LoadError::AtCapacity,
+            InvokeError::MemoryExceeded(m) => LoadError::Init(format!("the handler after `init` does not fit: {m}")),
             e => LoadError::Internal(e.to_string()),
         })?);
         Ok(Arc::into_inner(function).expect("no other reference yet"))

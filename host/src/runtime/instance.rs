@@ -98,6 +98,9 @@ impl InvokeError {
         let message = format!("{e:#}");
         if message.contains("maximum concurrent") || e.downcast_ref::<super::limits::HostMemoryFull>().is_some() {
             InvokeError::AtCapacity
+        } else if let Some(m) = e.downcast_ref::<super::limits::MemoryExceeded>() {
+            // The snapshot's memory is larger than the tier.
+            InvokeError::MemoryExceeded(*m)
         } else {
             InvokeError::Internal(message)
         }

@@ -37,6 +37,10 @@ pub(crate) async fn snapshot(
     check_header(wasm)?;
     let mut store = Store::new(&rt.init_engine, State::new(spec).map_err(|e| LoadError::Internal(format!("{e:#}")))?);
     store.limiter(|s| &mut s.budget);
+    // Wizer reads the initialized memory back through the store; as with
+    // requests, one call may copy as much as the tier holds (wasmtime's
+    // default of 128 MiB made `init` keeping more than that fail).
+    store.set_hostcall_fuel(spec.memory.guest_bytes());
     // As for requests: yield at every tick, and a timer ends it.
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);

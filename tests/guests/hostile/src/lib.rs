@@ -23,6 +23,11 @@ impl Handler for Hostile {
             ("loop", _) => spin(),
             ("sleep", ms) => std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0))),
             ("fail", why) => return Err(Error::failed(why.to_owned())),
+            // Memory `init` keeps: part of every instance's snapshot.
+            ("keep", mb) => {
+                let kept: &'static mut [u8] = vec![0u8; mb.parse::<usize>().unwrap_or(0) << 20].leak();
+                std::hint::black_box(kept);
+            }
             _ => {}
         }
         Ok(Hostile { seen: Cell::new(0) })
