@@ -13,7 +13,7 @@ WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
-.PHONY: build run test lint bench bench-many soak fuzz toolchain wasm host clean-models
+.PHONY: build run test lint bench bench-many bench-versions soak fuzz toolchain wasm host clean-models
 
 build: toolchain $(ORT_LIB) $(MODELS) wasm host
 
@@ -69,6 +69,11 @@ bench: build $(OHA) $(VENV)/.bench
 	target/release/scaling
 	bench/python/check.sh
 	target/release/compare
+	target/release/versions
+
+# Rollback to first answer, and the cost of a weighted pick (docs/benchmarks/versions.md).
+bench-versions: build $(OHA)
+	target/release/versions
 
 # 10,000 functions on one host: memory at zero, restart, listing, a burst
 # of first requests (docs/benchmarks/many.md).

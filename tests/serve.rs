@@ -47,7 +47,7 @@ fn deploy_invoke_update_delete() {
     assert_eq!(d["version"], 2);
     assert_eq!(d["config"]["env"]["WHO"], "v2");
     assert_eq!(d["artifacts"][0]["path"], "digits.onnx");
-    assert_eq!(d["invocations"], 1);
+    assert_eq!(d["invocations"], 2, "counted over both versions");
 
     let list = s.cli(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -134,8 +134,8 @@ fn every_status_code_from_a_real_request() {
     assert_eq!(s.invoke("hostile", "text/plain", "echo").body, "echo");
 
     let metrics = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
-    assert!(metrics.contains("nimbus_invocation_5xx_errors_total{function=\"hostile\"} 3"), "{metrics}");
-    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 4"), "{metrics}");
+    assert!(metrics.contains("nimbus_invocation_5xx_errors_total{function=\"hostile\",version=\"1\"} 3"), "{metrics}");
+    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\",version=\"1\"} 4"), "{metrics}");
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn invoke_token_guards_invocations_when_set() {
     assert_eq!(exists.body, absent.body);
     assert_eq!(exists.header("x-nimbus-function-version"), "");
     let metrics = s.http("GET", "/metrics", Some(&s.token), &[], b"").body;
-    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\"} 0"), "{metrics}");
+    assert!(metrics.contains("nimbus_invocation_4xx_errors_total{function=\"digits\",version=\"1\"} 0"), "{metrics}");
 }
 
 #[test]

@@ -128,15 +128,18 @@ impl Server {
         self.cli(&args)
     }
 
-    /// The value of `family{function="f"}` in /metrics.
+    /// The value of `family{function="f",version=...}` in /metrics, summed
+    /// over the function's versions.
     pub fn metric(&self, family: &str, function: &str) -> f64 {
         let text = self.http("GET", "/metrics", Some(&self.token), &[], b"").body;
-        let prefix = format!("{family}{{function=\"{function}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
-            .parse()
-            .unwrap()
+        let prefix = format!("{family}{{function=\"{function}\",version=");
+        let values: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| rest.rsplit_once(' ').expect("a value").1.parse().unwrap())
+            .collect();
+        assert!(!values.is_empty(), "no {prefix}...}} in metrics:\n{text}");
+        values.iter().sum()
     }
 
     /// The server's resident memory in MiB.

@@ -5,7 +5,7 @@
 //! with the request id, which the caller gets in `x-nimbus-request-id`.
 
 use crate::pool::PoolError;
-use crate::registry::RegistryError;
+use crate::registry::{Refused, RegistryError};
 use crate::runtime::{InvokeError, LoadError};
 use crate::store::StoreError;
 use axum::Json;
@@ -102,6 +102,14 @@ impl From<RegistryError> for ApiError {
             RegistryError::InvalidBundle(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_config", m),
             RegistryError::NotFound(name) => Self::not_found(&name),
             RegistryError::OverCapacity(m) => Self::new(StatusCode::CONFLICT, "over_capacity", m),
+            RegistryError::Refused(r) => {
+                let (status, code) = match r {
+                    Refused::NoVersion(_) => (StatusCode::NOT_FOUND, "version_not_found"),
+                    Refused::NoAlias(_) => (StatusCode::NOT_FOUND, "alias_not_found"),
+                    Refused::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_change"),
+                };
+                Self::new(status, code, r.to_string())
+            }
             RegistryError::Store(e) => e.into(),
             RegistryError::Load(e) => {
                 let code = match &e {

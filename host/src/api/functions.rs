@@ -7,8 +7,8 @@
 use super::App;
 use super::auth::Admin;
 use super::error::ApiError;
-use crate::pool::{Gauges, Percentiles};
-use crate::registry::{Bundle, Deployed as Live, Deployment, FunctionRecord};
+use crate::pool::{Gauges, Metrics, Percentiles};
+use crate::registry::{Bundle, Canary, Deployed as Live, Deployment, LIVE, Version, Weight};
 use crate::store::Digest;
 use axum::Json;
 use axum::body::Body;
@@ -16,8 +16,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest single blob (a model file).
 const BLOB_LIMIT: u64 = 8 << 30;
@@ -50,11 +51,20 @@ pub(super) async fn put_blob(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "digest": d, "size": size }))))
 }
 
-/// What `GET /v1/functions/{name}` answers.
+/// What `GET /v1/functions/{name}` answers: the live version, what points
+/// where, and the function's counters over all its versions.
 #[derive(Debug, Serialize)]
 pub struct FunctionView {
+    name: String,
+    /// Unix seconds of the first deploy.
+    created_at: u64,
     #[serde(flatten)]
-    record: FunctionRecord,
+    live: Version,
+    aliases: BTreeMap<String, u64>,
+    traffic: Vec<Weight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<Canary>,
+    versions_kept: usize,
     state: &'static str,
     invocations: u64,
     errors_4xx: u64,
@@ -62,28 +72,49 @@ pub struct FunctionView {
     throttles: u64,
     cold_starts: u64,
     instances: Gauges,
+    /// The live version's recent latencies.
     latency: Percentiles,
-    /// Why the function could not load, when its last load failed.
+    /// Why the live version could not load, when its last load failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     load_error: Option<String>,
 }
 
 impl FunctionView {
     pub(super) fn of(d: &Live, data_dir: &std::path::Path) -> Self {
-        let m = &d.pool.metrics;
-        let instances = d.pool.gauges();
+        let pools = d.pools();
+        let sum = |read: fn(&Metrics) -> &AtomicU64| -> u64 {
+            pools.iter().map(|(_, p)| read(&p.metrics).load(Ordering::Relaxed)).sum()
+        };
+        let instances = pools.iter().fold(Gauges::default(), |g, (_, p)| g.plus(p.gauges()));
+        let live = d.live_pool();
+        let r = &d.record;
         FunctionView {
-            record: d.record.clone(),
-            state: if instances.loaded { "warm" } else { "scaled-to-zero" },
-            invocations: m.invocations.load(Ordering::Relaxed),
-            errors_4xx: m.errors_4xx.load(Ordering::Relaxed),
-            errors_5xx: m.errors_5xx.load(Ordering::Relaxed),
-            throttles: m.throttles.load(Ordering::Relaxed),
-            cold_starts: m.cold_starts.load(Ordering::Relaxed),
+            name: r.name.clone(),
+            created_at: r.created_at,
+            live: r.live().clone(),
+            aliases: r.aliases.clone(),
+            traffic: r.routes(),
+            canary: r.canary.clone(),
+            versions_kept: r.versions.len(),
+            state: state(instances),
+            invocations: sum(|m| &m.invocations),
+            errors_4xx: sum(|m| &m.errors_4xx),
+            errors_5xx: sum(|m| &m.errors_5xx),
+            throttles: sum(|m| &m.throttles),
+            cold_starts: sum(|m| &m.cold_starts),
             instances,
-            latency: m.percentiles(),
-            load_error: d.pool.load_error().map(|e| super::error::scrub(&e, data_dir)),
+            latency: live.metrics.percentiles(),
+            load_error: live.load_error().map(|e| super::error::scrub(&e, data_dir)),
         }
+    }
+}
+
+/// A pool's (or a function's) state in one word.
+pub(super) fn state(g: Gauges) -> &'static str {
+    match (g.loaded, g.busy_instances) {
+        (false, _) => "scaled-to-zero",
+        (true, 0) => "warm",
+        (true, _) => "busy",
     }
 }
 
@@ -95,21 +126,28 @@ pub(super) async fn deploy(
 ) -> Result<(StatusCode, Json<Deployed>), ApiError> {
     let bundle: Bundle =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
-    let (record, deployment) = app
+    let (d, number, deployment) = app
         .registry
         .deploy(&name, bundle)
         .await
         .map_err(|e| ApiError::from(e).scrubbed(app.registry.store().root()))?;
     let status = if deployment == Deployment::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(Deployed { record, deployment })))
+    let version = d.record.versions[&number].clone();
+    let answer = Deployed { name, version, live: d.record.aliases[LIVE], canary: d.record.canary.clone(), deployment };
+    Ok((status, Json(answer)))
 }
 
-/// What `PUT /v1/functions/{name}` answers: the live record and whether
-/// the deploy `created`, `updated` or left it `unchanged`.
+/// What `PUT /v1/functions/{name}` answers: the version the deploy stands
+/// for (new, or the live one when `unchanged`), where `live` points, and
+/// whether the deploy `created`, `updated` or left it `unchanged`.
 #[derive(Debug, Serialize)]
 pub(super) struct Deployed {
+    name: String,
     #[serde(flatten)]
-    record: FunctionRecord,
+    version: Version,
+    live: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<Canary>,
     deployment: Deployment,
 }
 
@@ -150,7 +188,7 @@ pub(super) async fn list(
     let root = app.registry.store().root();
     let (page, more) = app.registry.page(query.after.as_deref(), limit);
     let functions: Vec<FunctionView> = page.iter().map(|d| FunctionView::of(d, root)).collect();
-    let next = more.then(|| functions.last().map(|f| f.record.name.clone())).flatten();
+    let next = more.then(|| functions.last().map(|f| f.name.clone())).flatten();
     Ok(Json(Page { functions, next }))
 }
 

@@ -1,15 +1,19 @@
 //! `POST /v1/functions/{name}/invocations`: bytes and content types pass
 //! through to the handler, its bytes and content type come back, with the
-//! request id, the function version and the model and overhead latencies in
-//! headers (SageMaker's ModelLatency and OverheadLatency). The caller is
-//! authenticated before the function is looked up.
+//! request id, the version that served it and the model and overhead
+//! latencies in headers (SageMaker's ModelLatency and OverheadLatency). The
+//! caller is authenticated before the function is looked up. A request goes
+//! to `live` (picked by weight when traffic is split) unless it names a
+//! version or alias.
 
 use super::App;
 use super::auth::Invoker;
 use super::error::ApiError;
+use crate::registry::Target;
 use crate::runtime::Request;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -23,6 +27,36 @@ pub const MODEL_LATENCY: &str = "x-nimbus-model-latency-us";
 pub const OVERHEAD_LATENCY: &str = "x-nimbus-overhead-latency-us";
 /// Response header: the function version that answered.
 pub const VERSION: &str = "x-nimbus-function-version";
+/// Request header: serve this version, whatever the traffic weights say
+/// (SageMaker's `X-Amzn-SageMaker-Target-Variant`).
+pub const TARGET_VERSION: &str = "x-nimbus-target-version";
+
+/// `?version=N` or `?alias=NAME`: which version serves the request.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InvokeQuery {
+    version: Option<u64>,
+    alias: Option<String>,
+}
+
+/// Where the request goes: the pinning header first, then the query, else
+/// `live` by weight.
+fn target(headers: &HeaderMap, query: InvokeQuery) -> Result<Target, ApiError> {
+    if let Some(pin) = headers.get(TARGET_VERSION) {
+        let v = pin.to_str().ok().and_then(|v| v.trim().parse().ok());
+        return v
+            .map(Target::Version)
+            .ok_or_else(|| ApiError::bad_request(format!("{TARGET_VERSION} must be a version number, like `3`")));
+    }
+    match query {
+        InvokeQuery { version: Some(_), alias: Some(_) } => {
+            Err(ApiError::bad_request("pass either ?version=N or ?alias=NAME, not both"))
+        }
+        InvokeQuery { version: Some(v), .. } => Ok(Target::Version(v)),
+        InvokeQuery { alias: Some(a), .. } => Ok(Target::Alias(a)),
+        InvokeQuery { .. } => Ok(Target::Live),
+    }
+}
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName, default: &str) -> String {
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(default).to_owned()
@@ -33,14 +67,24 @@ pub(super) async fn invoke(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    query: Result<Query<InvokeQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
     let start = Instant::now();
     let Some(deployed) = app.registry.get(&name) else {
         return ApiError::not_found(&name).into_response();
     };
+    let routed = query
+        .map_err(|e| ApiError::bad_request(format!("{}; use ?version=N or ?alias=NAME", e.body_text())))
+        .and_then(|Query(q)| target(&headers, q))
+        .and_then(|t| Ok(app.registry.route(&deployed, &t)?));
+    let (version, pool) = match routed {
+        Ok(routed) => routed,
+        Err(e) => return e.into_response(),
+    };
+    let config = &deployed.record.versions[&version].config;
     let result = async {
-        let limit = deployed.record.config.payload_limit_bytes;
+        let limit = config.payload_limit_bytes;
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,7 +102,7 @@ pub(super) async fn invoke(
             accept: header_str(&headers, header::ACCEPT, "*/*"),
             body: body.to_vec(),
         };
-        Ok::<_, ApiError>(deployed.pool.invoke(request).await?)
+        Ok::<_, ApiError>(pool.invoke(request).await?)
     }
     .await;
     let mut response = match result {
@@ -69,14 +113,14 @@ pub(super) async fn invoke(
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             let overhead = start.elapsed().saturating_sub(model);
-            deployed.pool.metrics.record_latency(model, overhead);
+            pool.metrics.record_latency(model, overhead);
             r.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
             r.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
             r
         }
         Err(e) => e.into_response(),
     };
-    deployed.pool.metrics.record_status(response.status().as_u16());
-    response.headers_mut().insert(VERSION, HeaderValue::from(deployed.record.version));
+    pool.metrics.record_status(response.status().as_u16());
+    response.headers_mut().insert(VERSION, HeaderValue::from(version));
     response
 }

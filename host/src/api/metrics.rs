@@ -1,9 +1,10 @@
-//! `GET /metrics` in Prometheus text format, per function (see
+//! `GET /metrics` in Prometheus text format, per function version (see
 //! `pool::render` for the families). It names every function, so it is
 //! behind a token unless the server opens it (see `auth`).
 
 use super::App;
 use super::auth::MetricsReader;
+use crate::pool::Series;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -11,8 +12,17 @@ use std::sync::Arc;
 
 pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> impl IntoResponse {
     let functions = app.registry.list();
-    let rows: Vec<_> = functions.iter().map(|d| (d.record.name.as_str(), &d.pool.metrics, d.pool.gauges())).collect();
-    let mut out = crate::pool::render(&rows);
+    let pools: Vec<_> = functions.iter().flat_map(|d| d.pools().into_iter().map(move |(v, p)| (d, v, p))).collect();
+    let series: Vec<Series> = pools
+        .iter()
+        .map(|(d, version, pool)| Series {
+            function: &d.record.name,
+            version: *version,
+            metrics: &pool.metrics,
+            gauges: pool.gauges(),
+        })
+        .collect();
+    let mut out = crate::pool::render(&series);
     let host =
         |name: &str, help: &str, value: u64| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     let runtime = app.registry.runtime();

@@ -13,10 +13,11 @@ mod functions;
 pub use functions::PAGE_MAX;
 mod invoke;
 mod metrics;
+mod versions;
 
 pub use auth::Tokens;
 pub use error::ApiError;
-pub use invoke::{MODEL_LATENCY, OVERHEAD_LATENCY, REQUEST_ID, VERSION};
+pub use invoke::{MODEL_LATENCY, OVERHEAD_LATENCY, REQUEST_ID, TARGET_VERSION, VERSION};
 
 use crate::registry::Registry;
 use axum::Router;
@@ -65,6 +66,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/functions", get(functions::list))
         .route("/v1/functions/{name}", put(functions::deploy).get(functions::describe).delete(functions::delete))
         .route("/v1/functions/{name}/invocations", post(invoke::invoke))
+        .route("/v1/functions/{name}/versions", get(versions::list))
+        .route("/v1/functions/{name}/aliases/{alias}", put(versions::set_alias).delete(versions::delete_alias))
+        .route("/v1/functions/{name}/traffic", put(versions::set_traffic))
+        .route("/v1/functions/{name}/rollback", post(versions::rollback))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })

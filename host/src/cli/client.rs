@@ -132,6 +132,10 @@ impl Client {
         self.finish(self.auth(self.agent.put(self.url(path))).send_json(body))
     }
 
+    pub(crate) fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<Answer, ClientError> {
+        self.finish(self.auth(self.agent.post(self.url(path))).send_json(body))
+    }
+
     /// Streams `len` bytes up. `Expect: 100-continue` lets the server
     /// refuse before the body is sent, so a refusal costs no upload and the
     /// client reads the server's answer instead of a broken pipe.

@@ -4,7 +4,7 @@
 //! as `spin deploy` reads `spin.toml`.
 
 use super::client::{Client, Connection};
-use crate::registry::{Artifact, Bundle, FunctionConfig, FunctionRecord};
+use crate::registry::{Artifact, Bundle, CANARY_MAX_SECONDS, CanarySpec, FunctionConfig};
 use crate::runtime::MemoryTier;
 use crate::runtime::limits::{InitTimeout, Timeout};
 use crate::store::Digest;
@@ -25,33 +25,23 @@ pub(crate) struct DeployArgs {
     /// The artifact folder (mounted at /model).
     #[arg(long)]
     model_dir: Option<PathBuf>,
-    /// Memory tier in MB (1024..6144, step 1024).
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// What this version is (shown by `nimbus versions`).
     #[arg(long)]
-    memory: Option<MemoryTier>,
-    /// Most requests at once (1..200).
-    #[arg(long)]
-    max_concurrency: Option<u32>,
-    /// Instances kept warm (0..max concurrency).
-    #[arg(long)]
-    provisioned: Option<u32>,
-    /// Request timeout in seconds (1..60).
-    #[arg(long)]
-    timeout: Option<Timeout>,
-    /// Largest request body in bytes.
-    #[arg(long)]
-    payload_limit: Option<u64>,
-    /// Idle seconds before scaling to zero (default: the server's).
-    #[arg(long)]
-    idle_timeout: Option<u64>,
-    /// Milliseconds a request over max concurrency waits before a 429.
-    #[arg(long)]
-    queue_timeout_ms: Option<u64>,
-    /// Seconds `init` may run (1..300).
-    #[arg(long)]
-    init_timeout: Option<InitTimeout>,
-    /// Environment variable for the handler (repeatable).
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
-    env: Vec<(String, String)>,
+    description: Option<String>,
+    /// Keep `live` where it is; the new version answers `?version=N` only.
+    #[arg(long, conflicts_with = "canary")]
+    no_promote: bool,
+    /// Send this percent (1..99) of `live` traffic to the new version first;
+    /// promoted after --canary-for seconds unless its error rate is clearly
+    /// worse, then rolled back on its own.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+    canary: Option<u8>,
+    /// Seconds a canary runs before it is promoted.
+    #[arg(long, default_value_t = 300, requires = "canary",
+          value_parser = clap::value_parser!(u64).range(1..=CANARY_MAX_SECONDS))]
+    canary_for: u64,
     /// The manifest to read, if present.
     #[arg(long, default_value = "nimbus.toml")]
     manifest: PathBuf,
@@ -124,16 +114,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         .or(from_manifest(manifest.model_dir))
         .context("no artifacts: pass --model-dir or set `model_dir` in nimbus.toml")?;
     let mut config = manifest.config;
-    config.memory_mb = args.memory.unwrap_or(config.memory_mb);
-    config.max_concurrency = args.max_concurrency.unwrap_or(config.max_concurrency);
-    config.provisioned_concurrency = args.provisioned.unwrap_or(config.provisioned_concurrency);
-    config.timeout_s = args.timeout.unwrap_or(config.timeout_s);
-    config.payload_limit_bytes = args.payload_limit.unwrap_or(config.payload_limit_bytes);
-    config.idle_timeout_s = args.idle_timeout.or(config.idle_timeout_s);
-    config.queue_timeout_ms = args.queue_timeout_ms.unwrap_or(config.queue_timeout_ms);
-    config.init_timeout_s = args.init_timeout.unwrap_or(config.init_timeout_s);
-    config.env.extend(args.env);
-    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    args.config.apply(&mut config)?;
 
     let wasm_blob = hash_file(&wasm)?;
     let mut files = Vec::new();
@@ -149,25 +130,86 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
 
     let client = Client::new(&args.connection);
     upload(&client, &blobs, args.json)?;
-    let bundle = Bundle { wasm: blobs[0].digest.clone(), artifacts, config };
-    let answer = client.put_json(&format!("/v1/functions/{name}"), &bundle)?;
-    let record: FunctionRecord = serde_json::from_slice(&answer.body).context("reading the deploy answer")?;
-    if args.json {
+    let bundle = Bundle {
+        wasm: blobs[0].digest.clone(),
+        artifacts,
+        config,
+        description: args.description,
+        promote: !args.no_promote,
+        canary: args.canary.map(|percent| CanarySpec { percent, seconds: args.canary_for }),
+    };
+    send(&client, &name, &bundle, args.json)
+}
+
+/// Sends `bundle` as the next version of `name` and reports the answer.
+pub(crate) fn send(client: &Client, name: &str, bundle: &Bundle, json: bool) -> anyhow::Result<()> {
+    let answer = client.put_json(&format!("/v1/functions/{name}"), bundle)?;
+    if json {
         println!("{}", String::from_utf8_lossy(&answer.body));
-    } else {
-        let verb = serde_json::from_slice::<serde_json::Value>(&answer.body)
-            .ok()
-            .and_then(|v| v["deployment"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "deployed".into());
+        return Ok(());
+    }
+    let d: serde_json::Value = serde_json::from_slice(&answer.body).context("reading the deploy answer")?;
+    let verb = d["deployment"].as_str().unwrap_or("deployed");
+    println!(
+        "{verb} `{name}` version {} ({} MB, max concurrency {}); live is version {}",
+        d["version"], d["config"]["memory_mb"], d["config"]["max_concurrency"], d["live"]
+    );
+    if let Some(c) = d["canary"].as_object().filter(|c| c["state"] == "running" && c["version"] == d["version"]) {
         println!(
-            "{verb} `{}` version {} ({} MB, max concurrency {})",
-            record.name,
-            record.version,
-            record.config.memory_mb.mb(),
-            record.config.max_concurrency
+            "canary: version {} takes {}% of traffic until it is judged against version {} (`nimbus describe {name}`)",
+            c["version"], c["percent"], c["baseline"]
         );
     }
     Ok(())
+}
+
+/// Configuration flags, shared by `deploy` and `config`; each one given
+/// overrides the value it starts from.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// Memory tier in MB (1024..6144, step 1024).
+    #[arg(long)]
+    memory: Option<MemoryTier>,
+    /// Most requests at once (1..200).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Instances kept warm (0..max concurrency).
+    #[arg(long)]
+    provisioned: Option<u32>,
+    /// Request timeout in seconds (1..60).
+    #[arg(long)]
+    timeout: Option<Timeout>,
+    /// Largest request body in bytes.
+    #[arg(long)]
+    payload_limit: Option<u64>,
+    /// Idle seconds before scaling to zero (default: the server's).
+    #[arg(long)]
+    idle_timeout: Option<u64>,
+    /// Milliseconds a request over max concurrency waits before a 429.
+    #[arg(long)]
+    queue_timeout_ms: Option<u64>,
+    /// Seconds `init` may run (1..300).
+    #[arg(long)]
+    init_timeout: Option<InitTimeout>,
+    /// Environment variable for the handler (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
+    env: Vec<(String, String)>,
+}
+
+impl ConfigArgs {
+    /// Overrides `config` with the flags given, then checks it.
+    pub(crate) fn apply(self, config: &mut FunctionConfig) -> anyhow::Result<()> {
+        config.memory_mb = self.memory.unwrap_or(config.memory_mb);
+        config.max_concurrency = self.max_concurrency.unwrap_or(config.max_concurrency);
+        config.provisioned_concurrency = self.provisioned.unwrap_or(config.provisioned_concurrency);
+        config.timeout_s = self.timeout.unwrap_or(config.timeout_s);
+        config.payload_limit_bytes = self.payload_limit.unwrap_or(config.payload_limit_bytes);
+        config.idle_timeout_s = self.idle_timeout.or(config.idle_timeout_s);
+        config.queue_timeout_ms = self.queue_timeout_ms.unwrap_or(config.queue_timeout_ms);
+        config.init_timeout_s = self.init_timeout.unwrap_or(config.init_timeout_s);
+        config.env.extend(self.env);
+        config.validate().map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 /// Uploads the blobs the server does not have, with one progress bar.

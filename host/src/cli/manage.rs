@@ -18,6 +18,12 @@ pub(crate) struct InvokeArgs {
     /// The request's Accept.
     #[arg(long, default_value = "*/*")]
     accept: String,
+    /// Serve it with this version (default: `live`, split by weight).
+    #[arg(long, conflicts_with = "alias")]
+    version: Option<u64>,
+    /// Serve it with the version this alias names.
+    #[arg(long)]
+    alias: Option<String>,
     #[command(flatten)]
     connection: Connection,
     /// Print status, headers and body as JSON instead of the raw body.
@@ -28,8 +34,13 @@ pub(crate) struct InvokeArgs {
 pub(crate) fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     let body = super::read_data(&args.data)?;
     let client = Client::new(&args.connection);
-    let answer =
-        client.post(&format!("/v1/functions/{}/invocations", args.name), &args.content_type, &args.accept, &body)?;
+    let target = match (args.version, &args.alias) {
+        (Some(v), _) => format!("?version={v}"),
+        (None, Some(a)) => format!("?alias={a}"),
+        (None, None) => String::new(),
+    };
+    let path = format!("/v1/functions/{}/invocations{target}", args.name);
+    let answer = client.post(&path, &args.content_type, &args.accept, &body)?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let header = |n: &str| answer.headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -37,6 +48,7 @@ pub(crate) fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
             "status": answer.status,
             "content_type": header("content-type"),
             "request_id": header(crate::api::REQUEST_ID),
+            "version": header(crate::api::VERSION).parse::<u64>().ok(),
             "model_latency_us": header(crate::api::MODEL_LATENCY).parse::<u64>().ok(),
             "overhead_latency_us": header(crate::api::OVERHEAD_LATENCY).parse::<u64>().ok(),
             "body": String::from_utf8_lossy(&answer.body),
@@ -130,7 +142,20 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
     }
     let f: serde_json::Value = serde_json::from_slice(&answer.body)?;
     println!("name:             {}", f["name"].as_str().unwrap_or(""));
-    println!("version:          {}", f["version"]);
+    println!("live version:     {} ({} kept; `nimbus versions` lists them)", f["version"], f["versions_kept"]);
+    let aliases: Vec<String> =
+        f["aliases"].as_object().into_iter().flatten().map(|(a, v)| format!("{a}={v}")).collect();
+    println!("aliases:          {}", aliases.join(" "));
+    let split: Vec<String> = f["traffic"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| format!("version {} {}%", w["version"], w["percent"]))
+        .collect();
+    println!("traffic:          {}", split.join(", "));
+    if let Some(c) = f["canary"].as_object() {
+        println!("{}", super::canary_line(c));
+    }
     println!("state:            {}", f["state"].as_str().unwrap_or(""));
     for (label, key) in [
         ("memory MB", "memory_mb"),
@@ -167,7 +192,12 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
         "latency (last {}): model p50 {} us, p99 {} us; overhead p50 {} us, p99 {} us",
         l["samples"], l["model_p50_us"], l["model_p99_us"], l["overhead_p50_us"], l["overhead_p99_us"]
     );
-    println!("created / updated: {} / {} (unix s)", f["created_at"], f["updated_at"]);
+    let now = super::unix_now();
+    println!(
+        "created:          {}; live version deployed {}",
+        super::ago(now, f["created_at"].as_u64().unwrap_or(0)),
+        super::ago(now, f["deployed_at"].as_u64().unwrap_or(0))
+    );
     Ok(())
 }
 

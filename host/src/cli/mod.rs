@@ -6,6 +6,7 @@ mod deploy;
 mod manage;
 mod run;
 mod serve;
+mod versions;
 
 pub use client::{ClientError, Exit};
 
@@ -31,10 +32,20 @@ enum Command {
     Invoke(manage::InvokeArgs),
     /// List functions.
     List(manage::ListArgs),
-    /// Show a function's configuration, artifacts and counters.
+    /// Show a function's live version, aliases, traffic, canary and counters.
     Describe(manage::NameArgs),
-    /// Delete a function.
+    /// Delete a function and all its versions.
     Delete(manage::NameArgs),
+    /// List a function's versions with their aliases and traffic weights.
+    Versions(versions::VersionsArgs),
+    /// Point an alias at a version (or delete it with --delete).
+    Alias(versions::AliasArgs),
+    /// Split `live` traffic over versions: `nimbus traffic NAME 3=90 4=10`.
+    Traffic(versions::TrafficArgs),
+    /// Move `live` back to the previous version (or --to VERSION), at once.
+    Rollback(versions::RollbackArgs),
+    /// Change configuration: a new version with the same files, nothing uploaded.
+    Config(versions::ConfigCmdArgs),
 }
 
 impl Cli {
@@ -48,6 +59,11 @@ impl Cli {
             Command::List(args) => blocking(move || manage::list(args)).await,
             Command::Describe(args) => blocking(move || manage::describe(args)).await,
             Command::Delete(args) => blocking(move || manage::delete(args)).await,
+            Command::Versions(args) => blocking(move || versions::versions(args)).await,
+            Command::Alias(args) => blocking(move || versions::alias(args)).await,
+            Command::Traffic(args) => blocking(move || versions::traffic(args)).await,
+            Command::Rollback(args) => blocking(move || versions::rollback(args)).await,
+            Command::Config(args) => blocking(move || versions::config(args)).await,
         }
     }
 }
@@ -78,4 +94,46 @@ pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+/// Seconds since the Unix epoch now.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// How long before `now` the Unix time `then` was, for people: `42 s ago`,
+/// `5 min ago`, `3 h ago`, `2 d ago`.
+pub(crate) fn ago(now: u64, then: u64) -> String {
+    match now.saturating_sub(then) {
+        s @ 0..60 => format!("{s} s ago"),
+        s @ 60..3600 => format!("{} min ago", s / 60),
+        s @ 3600..86400 => format!("{} h ago", s / 3600),
+        s => format!("{} d ago", s / 86400),
+    }
+}
+
+/// One line about a canary (`canary` from the API).
+pub(crate) fn canary_line(c: &serde_json::Map<String, serde_json::Value>) -> String {
+    let state = c["state"].as_str().unwrap_or("");
+    let mut line =
+        format!("canary: version {} on {}% against version {}: {state}", c["version"], c["percent"], c["baseline"]);
+    if state == "running" {
+        let left = c["ends_at"].as_u64().unwrap_or(0).saturating_sub(unix_now());
+        line.push_str(&format!(", judged in {left} s"));
+    }
+    if let Some(reason) = c.get("reason").and_then(|r| r.as_str()) {
+        line.push_str(&format!(" ({reason})"));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ages_read_in_the_largest_whole_unit() {
+        assert_eq!(super::ago(100, 58), "42 s ago");
+        assert_eq!(super::ago(1000, 1000 - 300), "5 min ago");
+        assert_eq!(super::ago(100_000, 100_000 - 3 * 3600 - 5), "3 h ago");
+        assert_eq!(super::ago(10, 20), "0 s ago", "a clock behind the server's");
+    }
 }

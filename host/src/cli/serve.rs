@@ -1,7 +1,7 @@
 //! `nimbus serve`: the HTTP server over an embedded store.
 
 use crate::api::{self, App, Tokens};
-use crate::registry::{Options, Registry};
+use crate::registry::{DEFAULT_KEEP, Options, Registry};
 use crate::runtime::Runtime;
 use crate::runtime::{DEFAULT_INSTANCES, INSTANCES};
 use crate::store::Store;
@@ -50,6 +50,11 @@ pub(crate) struct ServeArgs {
     /// host's memory.
     #[arg(long)]
     memory_budget_mb: Option<u64>,
+    /// Versions kept per function (the newest), besides every version an
+    /// alias, a traffic split or a running canary names; older ones are
+    /// collected with their files.
+    #[arg(long, default_value_t = DEFAULT_KEEP as u16, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    keep_versions: u16,
     /// Most connections served at once; past it a new one gets 503.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -106,6 +111,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         blob_grace: Duration::from_secs(args.blob_grace),
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         memory_budget_mb: args.memory_budget_mb.unwrap_or(defaults.memory_budget_mb),
+        keep_versions: args.keep_versions.into(),
     };
     runtime.limit_request_memory(options.memory_budget_mb << 20);
     let registry = Arc::new(Registry::open(Arc::new(store), runtime, options)?);

@@ -40,17 +40,17 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
-    fn render(&self, out: &mut String, name: &str, function: &str) {
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (bound, c) in BUCKETS.iter().zip(&self.counts) {
             cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{function=\"{function}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{function=\"{function}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{function=\"{function}\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
@@ -150,14 +150,43 @@ pub struct Gauges {
     pub model_memory_bytes: u64,
 }
 
+impl Gauges {
+    /// Two pools' state together (a function's versions).
+    pub fn plus(self, other: Gauges) -> Gauges {
+        Gauges {
+            loaded: self.loaded || other.loaded,
+            warm_instances: self.warm_instances + other.warm_instances,
+            busy_instances: self.busy_instances + other.busy_instances,
+            sessions: self.sessions + other.sessions,
+            model_memory_bytes: self.model_memory_bytes + other.model_memory_bytes,
+        }
+    }
+}
+
+/// One pool's series in [`render`]: its labels, counters and state.
+pub struct Series<'a> {
+    /// The function's name.
+    pub function: &'a str,
+    /// The version the pool serves.
+    pub version: u64,
+    /// Its counters and histograms.
+    pub metrics: &'a Metrics,
+    /// Its state now.
+    pub gauges: Gauges,
+}
+
 type Counter = fn(&Metrics) -> &AtomicU64;
 type Gauge = fn(&Gauges) -> u64;
 type Hist = fn(&Metrics) -> &Histogram;
 
-/// Renders every function's metrics, grouped by family as the Prometheus
-/// text format requires.
-pub fn render(functions: &[(&str, &Metrics, Gauges)]) -> String {
+/// Renders every pool's metrics, labelled by function and version, grouped
+/// by family as the Prometheus text format requires.
+pub fn render(series: &[Series]) -> String {
     let mut out = String::new();
+    let labels: Vec<String> =
+        series.iter().map(|s| format!("function=\"{}\",version=\"{}\"", s.function, s.version)).collect();
+    let rows: Vec<(&str, &Metrics, Gauges)> =
+        series.iter().zip(&labels).map(|(s, l)| (l.as_str(), s.metrics, s.gauges)).collect();
     let counters: [(&str, &str, Counter); 5] = [
         ("nimbus_invocations_total", "Requests received.", |m| &m.invocations),
         ("nimbus_invocation_4xx_errors_total", "Requests answered with a 4xx status.", |m| &m.errors_4xx),
@@ -167,8 +196,8 @@ pub fn render(functions: &[(&str, &Metrics, Gauges)]) -> String {
     ];
     for (name, help, read) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (f, m, _) in functions {
-            let _ = writeln!(out, "{name}{{function=\"{f}\"}} {}", read(m).load(Ordering::Relaxed));
+        for (l, m, _) in &rows {
+            let _ = writeln!(out, "{name}{{{l}}} {}", read(m).load(Ordering::Relaxed));
         }
     }
     let gauges: [(&str, &str, Gauge); 5] = [
@@ -180,8 +209,8 @@ pub fn render(functions: &[(&str, &Metrics, Gauges)]) -> String {
     ];
     for (name, help, read) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (f, _, g) in functions {
-            let _ = writeln!(out, "{name}{{function=\"{f}\"}} {}", read(g));
+        for (l, _, g) in &rows {
+            let _ = writeln!(out, "{name}{{{l}}} {}", read(g));
         }
     }
     let histograms: [(&str, &str, Hist); 3] = [
@@ -193,8 +222,8 @@ pub fn render(functions: &[(&str, &Metrics, Gauges)]) -> String {
     ];
     for (name, help, read) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (f, m, _) in functions {
-            read(m).render(&mut out, name, f);
+        for (l, m, _) in &rows {
+            read(m).render(&mut out, name, l);
         }
     }
     out

@@ -21,13 +21,13 @@
 
 mod metrics;
 
-pub use metrics::{Gauges, Histogram, Metrics, Percentiles, render};
+pub use metrics::{Gauges, Histogram, Metrics, Percentiles, Series, render};
 
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
     Source, Start, Validated, serve,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -113,6 +113,9 @@ struct Inner {
 pub struct Pool {
     loader: Loader,
     scaling: Scaling,
+    /// Ready instances kept at all times: the configured provisioned
+    /// concurrency while the version takes `live` traffic, else 0.
+    provisioned: AtomicU32,
     inner: Mutex<Inner>,
     loading: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
@@ -141,6 +144,7 @@ impl Pool {
         Arc::new(Pool {
             loader,
             scaling,
+            provisioned: AtomicU32::new(scaling.provisioned),
             inner: Mutex::new(Inner::default()),
             loading: tokio::sync::Mutex::new(()),
             permits: Arc::new(Semaphore::new(scaling.max_concurrency as usize)),
@@ -187,7 +191,17 @@ impl Pool {
 
     /// Whether the function keeps instances ready at all times.
     pub fn provisioned(&self) -> bool {
-        self.scaling.provisioned > 0
+        self.provisioned_count() > 0
+    }
+
+    fn provisioned_count(&self) -> u32 {
+        self.provisioned.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `n` instances ready from now on (0 lets the pool scale to
+    /// zero when idle).
+    pub fn set_provisioned(&self, n: u32) {
+        self.provisioned.store(n.min(self.scaling.max_concurrency), Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -290,7 +304,7 @@ impl Pool {
         loop {
             let function = {
                 let mut inner = self.lock();
-                let target = inner.peak.max(self.scaling.provisioned).min(self.scaling.max_concurrency);
+                let target = inner.peak.max(self.provisioned_count()).min(self.scaling.max_concurrency);
                 let have = inner.ready.len() as u32 + inner.busy + inner.making;
                 match inner.function.clone() {
                     Some(f) if have < target && self.loader.runtime.spare_slots() => {
@@ -323,9 +337,10 @@ impl Pool {
             if inner.busy > 0 || !idle || inner.function.is_none() {
                 return false;
             }
-            if self.scaling.provisioned > 0 {
-                inner.peak = self.scaling.provisioned;
-                inner.ready.truncate(self.scaling.provisioned as usize);
+            let provisioned = self.provisioned_count();
+            if provisioned > 0 {
+                inner.peak = provisioned;
+                inner.ready.truncate(provisioned as usize);
                 return false;
             }
         }
@@ -337,7 +352,7 @@ impl Pool {
     pub fn scale_to_zero(&self) -> bool {
         let dropped = {
             let mut inner = self.lock();
-            if inner.busy > 0 || self.scaling.provisioned > 0 || inner.function.is_none() {
+            if inner.busy > 0 || self.provisioned() || inner.function.is_none() {
                 return false;
             }
             inner.peak = 0;

@@ -1,12 +1,17 @@
-//! The function registry: name -> the live version of each function.
+//! The function registry: name -> each function's immutable versions,
+//! aliases, traffic split and canary (see `versions`), and a pool per
+//! version.
 //!
 //! Contract: a deploy is validated fully (config in range, every blob
 //! present, the component implements the world, `init` succeeds, every
-//! `.onnx` loads in ONNX Runtime) before its record is written; only then
-//! does the new version replace the old one, so a failed deploy leaves the
-//! old version serving. Requests in flight on the old version finish on it.
-//! Deploys of one name run one at a time; deploys of different names do not
-//! wait for each other.
+//! `.onnx` loads in ONNX Runtime) before its version is written; only then
+//! does `live` move to it, so a failed deploy leaves the old version
+//! serving. Requests in flight finish on the version they started on.
+//! Deploys and alias, traffic and rollback changes of one name run one at a
+//! time, each one store write; those of different names do not wait for
+//! each other. Versions past the retention count that nothing points at are
+//! collected with their files; the others keep their compiled snapshots, so
+//! a rollback uploads and compiles nothing.
 //!
 //! On open, every stored function comes back at zero: nothing is loaded, so
 //! the server serves at once, and a function's first request is an ordinary
@@ -14,15 +19,19 @@
 //! Only functions with provisioned concurrency are loaded, after the port
 //! is open ([`Registry::warm_provisioned`]), a few at a time.
 
+mod canary;
 mod config;
 mod record;
+mod versions;
 
 pub use config::{DEFAULT_PAYLOAD_LIMIT, FunctionConfig, validate_name};
-pub use record::{Artifact, Bundle, FunctionRecord};
+pub use record::{Artifact, Bundle, CANARY_MAX_SECONDS, CanarySpec, Version};
+pub use versions::{Canary, CanaryState, DEFAULT_KEEP, FunctionRecord, LIVE, MAX_SPLIT, Refused, Weight};
 
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
 use crate::store::{Digest, Store, StoreError};
+use canary::{Tally, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,6 +55,9 @@ pub enum RegistryError {
     /// What the deploy would keep reserved does not fit the host.
     #[error("{0}")]
     OverCapacity(String),
+    /// A version, alias or traffic change that cannot be made.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The handler or its models could not be made ready.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -66,23 +78,63 @@ pub enum Deployment {
     Unchanged,
 }
 
-/// A live function version.
+/// A function as it serves now: its document and a pool per version that
+/// has served or may serve, with `live` traffic's routes resolved.
 pub struct Deployed {
     /// What is stored.
     pub record: FunctionRecord,
-    /// Its instances and metrics.
-    pub pool: Arc<Pool>,
+    /// `live` traffic: (version, cumulative percent, pool), in split order.
+    routes: Vec<(u64, u32, Arc<Pool>)>,
+    /// Every version's pool made so far; shared by successive documents of
+    /// the function, so a version keeps its warm instances across changes.
+    pools: Arc<Pools>,
 }
 
-/// Names to live functions, over the store.
+type Pools = Mutex<BTreeMap<u64, Arc<Pool>>>;
+
+impl Deployed {
+    /// The version and pool a plain request goes to: `live`, or a pick by
+    /// weight over the split.
+    pub fn pick(&self) -> (u64, &Arc<Pool>) {
+        let draw = if self.routes.len() > 1 { fastrand::u32(0..100) } else { 0 };
+        let (v, _, pool) = self.routes.iter().find(|(_, upto, _)| draw < *upto).unwrap_or(&self.routes[0]);
+        (*v, pool)
+    }
+
+    /// The pool of the version `live` names.
+    pub fn live_pool(&self) -> &Arc<Pool> {
+        let live = self.record.aliases[LIVE];
+        self.routes.iter().find(|(v, _, _)| *v == live).map_or(&self.routes[0].2, |(_, _, p)| p)
+    }
+
+    /// Every version's pool that exists, by version.
+    pub fn pools(&self) -> Vec<(u64, Arc<Pool>)> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(v, p)| (*v, p.clone())).collect()
+    }
+}
+
+/// Where an invocation asks to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `live`, split by weight.
+    Live,
+    /// One version.
+    Version(u64),
+    /// The version an alias names.
+    Alias(String),
+}
+
+/// Names to functions, over the store.
 pub struct Registry {
     store: Arc<Store>,
     runtime: Arc<Runtime>,
     cache: ComponentCache,
     live: RwLock<BTreeMap<String, Arc<Deployed>>>,
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Held from a deploy's last admission check until its record is live.
+    /// Held from a change's last admission check until its record is live.
     admitting: Mutex<()>,
+    /// Running canaries' counts at the start of their window, by function.
+    watches: Mutex<HashMap<String, Watch>>,
     options: Options,
 }
 
@@ -96,6 +148,8 @@ pub struct Options {
     /// Sum of memory tiers of loaded functions above which the least
     /// recently used idle ones are scaled to zero, in MB.
     pub memory_budget_mb: u64,
+    /// Versions kept per function besides those an alias or split names.
+    pub keep_versions: usize,
 }
 
 impl Default for Options {
@@ -104,6 +158,7 @@ impl Default for Options {
             blob_grace: DEFAULT_BLOB_GRACE,
             idle_timeout: Duration::from_secs(300),
             memory_budget_mb: host_memory_mb() * 4 / 5,
+            keep_versions: DEFAULT_KEEP,
         }
     }
 }
@@ -121,12 +176,29 @@ fn now() -> u64 {
 }
 
 /// Checks what a deploy asks for, before anything is read from the store:
-/// the name, the configuration, and the artifact paths (relative, inside
-/// the folder, each once, no file also used as a folder). Sorts the
-/// artifacts by path, as records keep them.
+/// the name, the configuration, the description and canary, and the
+/// artifact paths (relative, inside the folder, each once, no file also
+/// used as a folder). Sorts the artifacts by path, as records keep them.
 pub fn validate_bundle(name: &str, bundle: &mut Bundle) -> Result<(), RegistryError> {
     validate_name(name).map_err(RegistryError::InvalidName)?;
     bundle.config.validate().map_err(RegistryError::InvalidBundle)?;
+    if bundle.description.as_ref().is_some_and(|d| d.len() > record::DESCRIPTION_MAX) {
+        return Err(RegistryError::InvalidBundle(format!(
+            "description is longer than {} bytes",
+            record::DESCRIPTION_MAX
+        )));
+    }
+    if let Some(c) = bundle.canary {
+        if !(1..=99).contains(&c.percent) || !(1..=CANARY_MAX_SECONDS).contains(&c.seconds) {
+            return Err(RegistryError::InvalidBundle(format!(
+                "a canary takes 1..99 percent for 1..{CANARY_MAX_SECONDS} seconds; got {} percent for {} s",
+                c.percent, c.seconds
+            )));
+        }
+        if !bundle.promote {
+            return Err(RegistryError::InvalidBundle("a canary is promoted by its own rule; drop --no-promote".into()));
+        }
+    }
     bundle.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
     let mut seen = HashSet::new();
     for a in &bundle.artifacts {
@@ -138,20 +210,30 @@ pub fn validate_bundle(name: &str, bundle: &mut Bundle) -> Result<(), RegistryEr
     record::check_no_nesting(&bundle.artifacts).map_err(RegistryError::InvalidBundle)
 }
 
+/// Memory a function keeps reserved: provisioned concurrency times tier,
+/// over every version `live` traffic reaches (a split keeps each warm).
+fn reserved_mb(record: &FunctionRecord) -> u64 {
+    record
+        .routes()
+        .iter()
+        .filter_map(|w| record.versions.get(&w.version))
+        .map(|v| u64::from(v.config.provisioned_concurrency) * u64::from(v.config.memory_mb.mb()))
+        .sum()
+}
+
 /// Host-wide admission: provisioned instances are memory kept for a
-/// function at all times, so the functions' provisioned concurrency times
-/// their tier, together, must fit the memory budget (`name` counted with
-/// `config` instead of what it has now). What is not provisioned is held
+/// function at all times, so what every function reserves (see
+/// [`reserved_mb`]), together, must fit the memory budget (`name` counted
+/// as `record` instead of what it has now). What is not provisioned is held
 /// only while it runs, and is admitted per request against the same budget.
 fn admit(
     live: &BTreeMap<String, Arc<Deployed>>,
     budget_mb: u64,
     name: &str,
-    config: &FunctionConfig,
+    record: &FunctionRecord,
 ) -> Result<(), RegistryError> {
-    let reserved = |c: &FunctionConfig| u64::from(c.provisioned_concurrency) * u64::from(c.memory_mb.mb());
-    let others: u64 = live.values().filter(|d| d.record.name != name).map(|d| reserved(&d.record.config)).sum();
-    let asked = reserved(config);
+    let others: u64 = live.values().filter(|d| d.record.name != name).map(|d| reserved_mb(&d.record)).sum();
+    let asked = reserved_mb(record);
     if asked > 0 && others + asked > budget_mb {
         return Err(RegistryError::OverCapacity(format!(
             "provisioned concurrency would reserve {} MB on this host ({asked} MB for `{name}`, {others} MB for \
@@ -163,11 +245,27 @@ fn admit(
     Ok(())
 }
 
-/// How often idle pools are checked for scaling down.
+/// How often idle pools are checked for scaling down (and canaries judged).
 pub const REAP_EVERY: Duration = Duration::from_millis(250);
 
 /// How many provisioned functions load at once after a restart.
 const WARM_PARALLEL: usize = 2;
+
+/// What a version's pool has answered, for the canary rule.
+fn tally(pool: Option<&Arc<Pool>>) -> Tally {
+    pool.map_or_else(Tally::default, |p| {
+        use std::sync::atomic::Ordering::Relaxed;
+        Tally { requests: p.metrics.invocations.load(Relaxed), errors: p.metrics.errors_5xx.load(Relaxed) }
+    })
+}
+
+/// Counts at the start of a canary's window, as this process saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watch {
+    started_at: u64,
+    canary: Tally,
+    baseline: Tally,
+}
 
 impl Registry {
     /// Opens the registry over `store`: every stored function is back, at
@@ -181,28 +279,19 @@ impl Registry {
             live: RwLock::default(),
             deploys: Mutex::default(),
             admitting: Mutex::default(),
+            watches: Mutex::default(),
             options,
         };
         for (name, bytes) in registry.store.records()? {
-            let record: FunctionRecord = match serde_json::from_slice(&bytes) {
+            let record = match FunctionRecord::from_stored(&name, &bytes) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(function = %name, "unreadable record, skipped: {e}");
                     continue;
                 }
             };
-            // A function whose files are gone stays listed and answers a
-            // 5xx naming why (in `describe`) until it is deployed again.
-            let pool = match registry.pool(&record) {
-                Ok(pool) => pool,
-                Err(e) => {
-                    tracing::error!(function = %name, "cannot be loaded any more: {e}");
-                    let pool = registry.pool_over(&record, registry.store.blobs.artifact_dir(&record.artifacts_digest));
-                    pool.mark_broken(e.to_string());
-                    pool
-                }
-            };
-            registry.live.write().expect("registry lock").insert(name, Arc::new(Deployed { record, pool }));
+            let deployed = registry.install(record, Arc::default());
+            registry.live.write().expect("registry lock").insert(name, deployed);
         }
         registry.collect_garbage();
         Ok(registry)
@@ -213,12 +302,17 @@ impl Registry {
     /// load the function themselves, as any cold start.
     pub async fn warm_provisioned(&self) {
         use futures_util::StreamExt;
-        let provisioned: Vec<Arc<Deployed>> = self.list().into_iter().filter(|d| d.pool.provisioned()).collect();
+        let provisioned: Vec<(String, Arc<Pool>)> = self
+            .list()
+            .iter()
+            .flat_map(|d| d.routes.iter().map(|(_, _, p)| (d.record.name.clone(), p.clone())))
+            .filter(|(_, p)| p.provisioned())
+            .collect();
         futures_util::stream::iter(provisioned)
-            .for_each_concurrent(WARM_PARALLEL, |d| async move {
-                match d.pool.warm().await {
-                    Ok(()) => tracing::info!(function = %d.record.name, "provisioned instances ready"),
-                    Err(e) => tracing::error!(function = %d.record.name, "could not load: {e}"),
+            .for_each_concurrent(WARM_PARALLEL, |(name, pool)| async move {
+                match pool.warm().await {
+                    Ok(()) => tracing::info!(function = %name, "provisioned instances ready"),
+                    Err(e) => tracing::error!(function = %name, "could not load: {e}"),
                 }
             })
             .await;
@@ -234,17 +328,17 @@ impl Registry {
         &self.store
     }
 
-    /// The live version of `name`.
+    /// The function `name` as it serves now.
     pub fn get(&self, name: &str) -> Option<Arc<Deployed>> {
         self.live.read().expect("registry lock").get(name).cloned()
     }
 
-    /// Every live function, sorted by name.
+    /// Every function, sorted by name.
     pub fn list(&self) -> Vec<Arc<Deployed>> {
         self.live.read().expect("registry lock").values().cloned().collect()
     }
 
-    /// Up to `limit` live functions named after `after` (from the first
+    /// Up to `limit` functions named after `after` (from the first
     /// without it), sorted by name, and whether more follow.
     pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<Arc<Deployed>>, bool) {
         use std::ops::Bound;
@@ -255,10 +349,39 @@ impl Registry {
         (page, rest.next().is_some())
     }
 
-    /// Creates or updates `name` from `bundle`; returns the live record and
-    /// what happened. The same handler, artifacts and configuration as the
-    /// live version change nothing (no new version, nothing reloaded).
-    pub async fn deploy(&self, name: &str, mut bundle: Bundle) -> Result<(FunctionRecord, Deployment), RegistryError> {
+    /// The version and pool that serve a request to `d` asking for
+    /// `target`. A version no split reaches gets its pool on first use.
+    pub fn route(&self, d: &Deployed, target: &Target) -> Result<(u64, Arc<Pool>), RegistryError> {
+        let version = match target {
+            Target::Live => {
+                let (v, pool) = d.pick();
+                return Ok((v, pool.clone()));
+            }
+            Target::Version(v) => *v,
+            Target::Alias(a) => d.record.alias(a)?,
+        };
+        let v = d.record.version(version)?;
+        let mut pools = d.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&version) {
+            return Ok((version, pool.clone()));
+        }
+        let pool = self.pool_or_broken(&d.record.name, v);
+        pool.set_provisioned(0);
+        pools.insert(version, pool.clone());
+        Ok((version, pool))
+    }
+
+    /// Deploys `bundle` as the next version of `name` (creating the
+    /// function if needed); returns the function, the version the deploy
+    /// stands for, and what happened. The same handler, artifacts and
+    /// configuration as the live version make no new version and reload
+    /// nothing. Unless told not to (or a canary is asked for), `live` moves
+    /// to the new version.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        mut bundle: Bundle,
+    ) -> Result<(Arc<Deployed>, u64, Deployment), RegistryError> {
         validate_bundle(name, &mut bundle)?;
         let wasm_size = self.store.blobs.size(&bundle.wasm).ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
         for a in &mut bundle.artifacts {
@@ -268,46 +391,160 @@ impl Registry {
         config::check_fits(model_bytes, &bundle.config, config::Sized::Files).map_err(RegistryError::InvalidBundle)?;
         let serial = self.deploy_lock(name);
         let _serial = serial.lock().await;
-        self.admit(name, &bundle.config)?;
-        let previous = self.get(name).map(|d| d.record.clone());
+        let current = self.get(name);
         let artifacts_digest = record::artifacts_digest(&bundle.artifacts);
-        if let Some(p) = previous
-            .as_ref()
-            .filter(|p| p.wasm == bundle.wasm && p.artifacts_digest == artifacts_digest && p.config == bundle.config)
-        {
-            return Ok((p.clone(), Deployment::Unchanged));
+        if let Some(d) = &current {
+            let live = d.record.live();
+            if live.wasm == bundle.wasm && live.artifacts_digest == artifacts_digest && live.config == bundle.config {
+                return Ok((d.clone(), live.version, Deployment::Unchanged));
+            }
+        } else if bundle.canary.is_some() {
+            return Err(Refused::Invalid(format!("`{name}` has no live version to try a canary against")).into());
         }
-        let record = FunctionRecord {
-            name: name.to_owned(),
-            version: previous.as_ref().map_or(1, |p| p.version + 1),
+        let version = Version {
+            version: 0,
             wasm: bundle.wasm,
             wasm_size,
             artifacts_digest,
             artifacts: bundle.artifacts,
             config: bundle.config,
-            created_at: previous.as_ref().map_or_else(now, |p| p.created_at),
-            updated_at: now(),
+            deployed_at: now(),
+            description: bundle.description,
         };
-        let deployed = self.load(&record).await?;
-        // Admitted again where it takes effect, one deploy at a time: deploys
-        // of other names may have been admitted meanwhile.
-        let admitting = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
-        self.admit(name, &record.config)?;
-        let bytes = serde_json::to_vec(&record).expect("records serialize");
-        self.store.put_record(name, &bytes)?;
-        self.live.write().expect("registry lock").insert(name.to_owned(), Arc::new(deployed));
-        drop(admitting);
-        tracing::info!(function = name, version = record.version, "deployed");
-        // Only a replaced version leaves files behind (a created function's
-        // uploads are its own); collecting reads every record.
-        if previous.is_some() {
-            self.collect_garbage();
-            return Ok((record, Deployment::Updated));
-        }
-        Ok((record, Deployment::Created))
+        let (mut record, number) = match &current {
+            None => (FunctionRecord::new(name, version), 1),
+            Some(d) => {
+                let mut record = d.record.clone();
+                let number = record.add(version, bundle.promote && bundle.canary.is_none());
+                if let Some(c) = bundle.canary {
+                    record.start_canary(number, c.percent, now(), c.seconds)?;
+                }
+                (record, number)
+            }
+        };
+        let routed = record.routes().iter().any(|w| w.version == number);
+        let pool = self.load(name, &record.versions[&number], routed).await?;
+        let dropped = record.retain(self.options.keep_versions);
+        let pools = current.as_ref().map_or_else(Arc::default, |d| d.pools.clone());
+        let deployed = self.commit(record, pools, Some((number, pool)), &dropped)?;
+        tracing::info!(function = name, version = number, live = deployed.record.aliases[LIVE], "deployed");
+        let deployment = if current.is_some() { Deployment::Updated } else { Deployment::Created };
+        Ok((deployed, number, deployment))
     }
 
-    /// Deletes `name`; in-flight requests finish on the removed version.
+    /// Points `alias` of `name` at `version`.
+    pub async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<Arc<Deployed>, RegistryError> {
+        self.change(name, |r| r.set_alias(alias, version)).await
+    }
+
+    /// Removes `alias` of `name`.
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<Arc<Deployed>, RegistryError> {
+        self.change(name, |r| r.delete_alias(alias)).await
+    }
+
+    /// Splits `live` traffic of `name` over `weights`.
+    pub async fn set_traffic(&self, name: &str, weights: &[Weight]) -> Result<Arc<Deployed>, RegistryError> {
+        self.change(name, |r| r.set_traffic(weights)).await
+    }
+
+    /// Moves `live` of `name` back, to `to` or the previous kept version.
+    /// Nothing is uploaded or compiled: the version's pool serves at once
+    /// if it is loaded, else its next request is a cold start.
+    pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<Arc<Deployed>, RegistryError> {
+        let d = self.change(name, |r| r.rollback(to).map(drop)).await?;
+        tracing::info!(function = name, version = d.record.aliases[LIVE], "rolled back");
+        Ok(d)
+    }
+
+    /// Applies `edit` to the document of `name` under its deploy lock,
+    /// then stores and installs the result (unless nothing changed).
+    async fn change(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut FunctionRecord) -> Result<(), Refused>,
+    ) -> Result<Arc<Deployed>, RegistryError> {
+        let serial = self.deploy_lock(name);
+        let _serial = serial.lock().await;
+        let current = self.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        let mut record = current.record.clone();
+        edit(&mut record)?;
+        if record == current.record {
+            return Ok(current);
+        }
+        let dropped = record.retain(self.options.keep_versions);
+        self.commit(record, current.pools.clone(), None, &dropped)
+    }
+
+    /// Admits, stores and installs `record` (with the pool of a version just
+    /// loaded), dropping the pools of `dropped` versions and collecting
+    /// their files. Call it holding the function's deploy lock.
+    fn commit(
+        &self,
+        record: FunctionRecord,
+        pools: Arc<Pools>,
+        loaded: Option<(u64, Arc<Pool>)>,
+        dropped: &[u64],
+    ) -> Result<Arc<Deployed>, RegistryError> {
+        let name = record.name.clone();
+        // Admitted where it takes effect, one change at a time: changes of
+        // other names may have been admitted meanwhile.
+        let admitting = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, &name, &record)?;
+        let bytes = serde_json::to_vec(&record).expect("records serialize");
+        self.store.put_record(&name, &bytes)?;
+        {
+            let mut map = pools.lock().unwrap_or_else(|p| p.into_inner());
+            map.extend(loaded);
+            for v in dropped {
+                map.remove(v);
+            }
+        }
+        let deployed = self.install(record, pools);
+        self.live.write().expect("registry lock").insert(name.clone(), deployed.clone());
+        drop(admitting);
+        // A version that now takes traffic and keeps instances ready gets
+        // them without waiting for a request.
+        for (_, _, pool) in &deployed.routes {
+            if pool.provisioned() && !pool.gauges().loaded {
+                let (pool, name) = (pool.clone(), name.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = pool.warm().await {
+                        tracing::error!(function = %name, "could not load provisioned instances: {e}");
+                    }
+                });
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::info!(function = %name, versions = ?dropped, "versions past retention collected");
+            self.collect_garbage();
+        }
+        Ok(deployed)
+    }
+
+    /// Resolves `record`'s routes over `pools` (making the pools a route
+    /// needs): routed versions keep their provisioned instances, the others
+    /// none, so they scale to zero on their own.
+    fn install(&self, record: FunctionRecord, pools: Arc<Pools>) -> Arc<Deployed> {
+        let routes = record.routes();
+        let mut map = pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut resolved = Vec::with_capacity(routes.len());
+        let mut upto = 0;
+        for w in &routes {
+            let v = &record.versions[&w.version];
+            let pool = map.entry(w.version).or_insert_with(|| self.pool_or_broken(&record.name, v)).clone();
+            upto += u32::from(w.percent);
+            resolved.push((w.version, upto, pool));
+        }
+        for (version, pool) in map.iter() {
+            let routed = routes.iter().any(|w| w.version == *version);
+            let v = record.versions.get(version);
+            pool.set_provisioned(v.filter(|_| routed).map_or(0, |v| v.config.provisioned_concurrency));
+        }
+        drop(map);
+        Arc::new(Deployed { record, routes: resolved, pools })
+    }
+
+    /// Deletes `name` with every version; in-flight requests finish.
     pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
         let serial = self.deploy_lock(name);
         let _serial = serial.lock().await;
@@ -320,12 +557,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether `config` for `name` fits the host (see [`admit`]).
-    fn admit(&self, name: &str, config: &FunctionConfig) -> Result<(), RegistryError> {
-        admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, name, config)
-    }
-
-    /// The lock that serializes deploys and deletes of `name`. Locks of
+    /// The lock that serializes deploys and changes of `name`. Locks of
     /// names no operation holds are dropped here, so the map stays small.
     fn deploy_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.deploys.lock().unwrap_or_else(|p| p.into_inner());
@@ -338,52 +570,66 @@ impl Registry {
     /// artifacts and environment loads everything (`init`, every graph) and
     /// records what it measured; a later deploy of the same (another name,
     /// another configuration) on that tier or a larger one trusts that
-    /// record and loads nothing unless it has provisioned instances, so it
-    /// starts at zero. On a smaller tier it loads again (the snapshot may
-    /// not fit).
-    async fn load(&self, record: &FunctionRecord) -> Result<Deployed, RegistryError> {
-        let pool = self.pool(record)?;
-        let validated = match pool.measured().filter(|v| v.memory_mb <= record.config.memory_mb.mb()) {
+    /// record and loads nothing unless it has provisioned instances that
+    /// `routed` traffic will use, so it starts at zero. On a smaller tier
+    /// it loads again (the snapshot may not fit).
+    async fn load(&self, name: &str, version: &Version, routed: bool) -> Result<Arc<Pool>, RegistryError> {
+        let pool = self.pool(name, version)?;
+        if !routed {
+            pool.set_provisioned(0);
+        }
+        let validated = match pool.measured().filter(|v| v.memory_mb <= version.config.memory_mb.mb()) {
             Some(v) => v,
             None => pool.validate().await?,
         };
-        config::check_fits(validated.session_bytes, &record.config, config::Sized::Measured)
+        config::check_fits(validated.session_bytes, &version.config, config::Sized::Measured)
             .map_err(RegistryError::InvalidBundle)?;
         if pool.provisioned() {
             pool.warm().await?;
         }
-        Ok(Deployed { record: record.clone(), pool })
+        Ok(pool)
     }
 
-    /// A pool for `record`, with nothing loaded yet.
-    fn pool(&self, record: &FunctionRecord) -> Result<Arc<Pool>, RegistryError> {
+    /// A pool for `version` of `name`, with nothing loaded yet.
+    fn pool(&self, name: &str, version: &Version) -> Result<Arc<Pool>, RegistryError> {
         let files: Vec<(String, Digest)> =
-            record.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
-        let dir = self.store.blobs.materialize(&record.artifacts_digest, &files)?;
-        Ok(self.pool_over(record, dir))
+            version.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
+        let dir = self.store.blobs.materialize(&version.artifacts_digest, &files)?;
+        Ok(self.pool_over(name, version, dir))
     }
 
-    /// A pool for `record` whose artifacts are (or would be) at `dir`.
-    fn pool_over(&self, record: &FunctionRecord, dir: std::path::PathBuf) -> Arc<Pool> {
+    /// A pool for `version`, or, when its files are gone, one that answers
+    /// a 5xx naming why (shown by `describe`) until it is deployed again.
+    fn pool_or_broken(&self, name: &str, version: &Version) -> Arc<Pool> {
+        self.pool(name, version).unwrap_or_else(|e| {
+            tracing::error!(function = %name, version = version.version, "cannot be loaded any more: {e}");
+            let pool = self.pool_over(name, version, self.store.blobs.artifact_dir(&version.artifacts_digest));
+            pool.mark_broken(e.to_string());
+            pool
+        })
+    }
+
+    /// A pool for `version` whose artifacts are (or would be) at `dir`.
+    fn pool_over(&self, name: &str, version: &Version, dir: std::path::PathBuf) -> Arc<Pool> {
         let source = Source {
-            wasm: self.store.blobs.path(&record.wasm),
-            wasm_digest: record.wasm.as_str().to_owned(),
+            wasm: self.store.blobs.path(&version.wasm),
+            wasm_digest: version.wasm.as_str().to_owned(),
             artifacts: dir,
-            artifacts_digest: record.artifacts_digest.as_str().to_owned(),
+            artifacts_digest: version.artifacts_digest.as_str().to_owned(),
         };
         let loader = Loader {
             runtime: self.runtime.clone(),
-            name: record.name.clone(),
+            name: name.to_owned(),
             source,
-            spec: record.config.spec(),
+            spec: version.config.spec(),
             cache: self.cache.clone(),
         };
-        Pool::new(loader, record.config.scaling(self.options.idle_timeout))
+        Pool::new(loader, version.config.scaling(self.options.idle_timeout))
     }
 
-    /// Removes blobs, artifact folders and compiled snapshots no stored
-    /// record references (stored, not live: a function that failed to
-    /// restore keeps its bytes).
+    /// Removes blobs, artifact folders and compiled snapshots no retained
+    /// version of a stored record references (stored, not live: a function
+    /// that failed to restore keeps its bytes).
     fn collect_garbage(&self) {
         let records = match self.store.records() {
             Ok(r) => r,
@@ -391,15 +637,17 @@ impl Registry {
         };
         let mut keep = HashSet::new();
         let mut compiled = HashSet::new();
-        for (_, bytes) in records {
-            let Ok(r) = serde_json::from_slice::<FunctionRecord>(&bytes) else {
+        for (name, bytes) in records {
+            let Ok(r) = FunctionRecord::from_stored(&name, &bytes) else {
                 return tracing::warn!("blob collection skipped: unreadable record");
             };
-            let env = r.config.spec().env;
-            compiled.insert(self.runtime.snapshot_key(r.wasm.as_str(), r.artifacts_digest.as_str(), &env));
-            keep.insert(r.wasm);
-            keep.insert(r.artifacts_digest);
-            keep.extend(r.artifacts.into_iter().map(|a| a.digest));
+            for v in r.versions.into_values() {
+                let env = v.config.spec().env;
+                compiled.insert(self.runtime.snapshot_key(v.wasm.as_str(), v.artifacts_digest.as_str(), &env));
+                keep.insert(v.wasm);
+                keep.insert(v.artifacts_digest);
+                keep.extend(v.artifacts.into_iter().map(|a| a.digest));
+            }
         }
         let artifact_sets = keep.iter().map(|d| d.as_str().to_owned()).collect();
         let stale = self.cache.retain(&compiled, &artifact_sets);
@@ -413,7 +661,8 @@ impl Registry {
         }
     }
 
-    /// Reaps every [`REAP_EVERY`] until the task is dropped.
+    /// Reaps and judges canaries every [`REAP_EVERY`] until the task is
+    /// dropped.
     pub async fn reap_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REAP_EVERY);
         loop {
@@ -421,16 +670,67 @@ impl Registry {
             let registry = self.clone();
             // Dropping sessions and instances can take a while; not on a worker.
             let _ = tokio::task::spawn_blocking(move || registry.reap()).await;
+            self.judge_canaries().await;
         }
     }
 
-    /// Scales idle functions down (see [`Pool::reap`]), then, while the
-    /// loaded functions' tiers add up past the memory budget, or the memory
-    /// held and wanted (cold starts waiting for it) is past it, scales the
-    /// least recently used idle ones to zero. Call it periodically.
+    /// Promotes or rolls back every running canary the rule (see
+    /// [`canary::judge`]) has an answer for. Counts start when this process
+    /// first sees the canary: after a restart its window goes on, judged on
+    /// what the new process answers. Times are whole seconds, so a window
+    /// ends after at least its length (and at most a second more).
+    pub async fn judge_canaries(&self) {
+        let running: Vec<(Arc<Deployed>, Canary)> =
+            self.list().into_iter().filter_map(|d| Some((d.clone(), d.record.running_canary()?.clone()))).collect();
+        let mut decisions = Vec::new();
+        {
+            let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+            watches.retain(|name, _| running.iter().any(|(d, _)| &d.record.name == name));
+            for (d, c) in &running {
+                let pools = d.pools.lock().unwrap_or_else(|p| p.into_inner());
+                let (canary, baseline) = (tally(pools.get(&c.version)), tally(pools.get(&c.baseline)));
+                let fresh = Watch { started_at: c.started_at, canary, baseline };
+                let watch = watches.entry(d.record.name.clone()).or_insert(fresh);
+                if watch.started_at != c.started_at {
+                    *watch = fresh;
+                }
+                let verdict =
+                    canary::judge(canary.since(watch.canary), baseline.since(watch.baseline), now() > c.ends_at);
+                if verdict != Verdict::Wait {
+                    decisions.push((d.record.name.clone(), c.clone(), verdict));
+                }
+            }
+        }
+        for (name, c, verdict) in decisions {
+            let (promote, reason) = match verdict {
+                Verdict::Promote(r) => (true, r),
+                Verdict::RollBack(r) => (false, r),
+                Verdict::Wait => continue,
+            };
+            let decided = self
+                .change(&name, |r| {
+                    // Only the canary judged: an operator may have ended it meanwhile.
+                    if r.running_canary() == Some(&c) {
+                        r.decide_canary(promote, reason.clone());
+                    }
+                    Ok(())
+                })
+                .await;
+            match decided {
+                Ok(_) if promote => tracing::info!(function = %name, version = c.version, "canary promoted: {reason}"),
+                Ok(_) => tracing::warn!(function = %name, version = c.version, "canary rolled back: {reason}"),
+                Err(e) => tracing::error!(function = %name, "canary decision not stored: {e}"),
+            }
+        }
+    }
+
+    /// Scales idle pools down (see [`Pool::reap`]), then, while the loaded
+    /// pools' tiers add up past the memory budget, or the memory held and
+    /// wanted (cold starts waiting for it) is past it, scales the least
+    /// recently used idle ones to zero. Call it periodically.
     pub fn reap(&self) {
         let now = Instant::now();
-        let pools: Vec<Arc<Pool>> = self.list().iter().map(|d| d.pool.clone()).collect();
+        let pools: Vec<Arc<Pool>> = self.list().iter().flat_map(|d| d.pools()).map(|(_, p)| p).collect();
         let mut released = false;
         for pool in &pools {
             released |= pool.reap(now);

@@ -31,14 +31,40 @@ pub struct Bundle {
     /// Serverless configuration; defaults apply to missing fields.
     #[serde(default)]
     pub config: FunctionConfig,
+    /// What this version is, in the deployer's words.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Whether `live` moves to the new version (default: yes).
+    #[serde(default = "yes")]
+    pub promote: bool,
+    /// Try the new version on part of `live` traffic first.
+    #[serde(default)]
+    pub canary: Option<CanarySpec>,
 }
 
-/// A deployed function version, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FunctionRecord {
-    /// The function's name.
-    pub name: String,
-    /// Increases by one with each successful deploy.
+fn yes() -> bool {
+    true
+}
+
+/// `--canary P --canary-for S`: P percent of traffic for S seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySpec {
+    /// Percent of `live` requests, 1..99.
+    pub percent: u8,
+    /// Seconds before a healthy canary is promoted, 1..86400.
+    pub seconds: u64,
+}
+
+/// Longest a canary may run: a day.
+pub const CANARY_MAX_SECONDS: u64 = 86_400;
+/// Longest description kept.
+pub const DESCRIPTION_MAX: usize = 1024;
+
+/// One immutable version of a function, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Its number: the function's deploys count up from 1.
     pub version: u64,
     /// The handler's blob.
     pub wasm: Digest,
@@ -50,10 +76,11 @@ pub struct FunctionRecord {
     pub artifacts_digest: Digest,
     /// Configuration.
     pub config: FunctionConfig,
-    /// Unix seconds of the first deploy.
-    pub created_at: u64,
     /// Unix seconds of this version's deploy.
-    pub updated_at: u64,
+    pub deployed_at: u64,
+    /// What it is, in the deployer's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Checks an artifact path: relative, no `..`, no empty segments.

@@ -8,6 +8,7 @@
 //! of MB each; `cos:N` runs a `ConstantOfShape` graph `model` asking for N floats; `spin` runs graph `model` on a float[1]
 //! input `x` (an endless `Loop`).
 //! `init` misbehaves when `HOSTILE_INIT` says so: `loop`, `sleep:MS` or `fail`.
+//! With `HOSTILE_HANDLE=trap`, every request traps (a version that is broken).
 
 use nimbus_sdk::{Error, Handler, Model, Request, Response, Result, Tensor};
 use std::cell::Cell;
@@ -35,6 +36,9 @@ impl Handler for Hostile {
 
     fn handle(&self, request: Request) -> Result<Response> {
         self.seen.set(self.seen.get() + 1);
+        if std::env::var("HOSTILE_HANDLE").is_ok_and(|h| h == "trap") {
+            panic!("this version traps on every request");
+        }
         let text = request.text()?.trim().to_owned();
         match text.split_once(':').unwrap_or((&text, "")) {
             ("echo", _) => Ok(Response::bytes("text/plain", request.body.clone())),
