@@ -96,8 +96,7 @@ impl Deployed {
     /// The version and pool a plain request goes to: `live`, or a pick by
     /// weight over the split.
     pub fn pick(&self) -> (u64, &Arc<Pool>) {
-        let draw = if self.routes.len() > 1 { fastrand::u32(0..100) } else { 0 };
-        let (v, _, pool) = self.routes.iter().find(|(_, upto, _)| draw < *upto).unwrap_or(&self.routes[0]);
+        let (v, _, pool) = pick(&self.routes, |r| r.1);
         (*v, pool)
     }
 
@@ -111,6 +110,17 @@ impl Deployed {
     pub fn pools(&self) -> Vec<(u64, Arc<Pool>)> {
         self.pools.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(v, p)| (*v, p.clone())).collect()
     }
+}
+
+/// The route a request takes: one uniform draw in 0..100 against the
+/// routes' cumulative percents (`upto`), none when there is one route.
+/// Public so the benchmark can time exactly this.
+pub fn pick<T>(routes: &[T], upto: impl Fn(&T) -> u32) -> &T {
+    if routes.len() == 1 {
+        return &routes[0];
+    }
+    let draw = fastrand::u32(0..100);
+    routes.iter().find(|r| draw < upto(r)).unwrap_or(&routes[0])
 }
 
 /// Where an invocation asks to go.
