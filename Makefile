@@ -13,12 +13,21 @@ WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
-.PHONY: build run test lint bench bench-many bench-versions soak fuzz toolchain wasm host clean-models
+.PHONY: build run test lint services bench bench-many bench-versions soak fuzz toolchain wasm host clean-models
 
 build: toolchain $(ORT_LIB) $(MODELS) wasm host
 
+# Debian packages, installed when missing: protoc and the well-known protos
+# (etcd-client compiles etcd's API at build time); etcd for the tests.
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@command -v protoc >/dev/null && test -f /usr/include/google/protobuf/descriptor.proto \
+	  || $(APT) protobuf-compiler libprotobuf-dev
+
+services:
+	@command -v etcd >/dev/null || $(APT) etcd-server
 
 $(VENV)/.ready: scripts/requirements.txt
 	python3 -m venv $(VENV)
@@ -44,10 +53,10 @@ host:
 run: build
 	scripts/serve-examples.sh
 
-test: build
+test: build services
 	cargo test --release --workspace
 
-lint:
+lint: toolchain
 	cargo fmt --all -- --check
 	cargo fmt --all --manifest-path examples/Cargo.toml -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings

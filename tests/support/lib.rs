@@ -3,8 +3,10 @@
 //! wasm32-wasip2), the example artifact folders made by `make build`, and
 //! one shared runtime (each runtime reserves a pool of instance slots).
 
+mod etcd;
 mod server;
 
+pub use etcd::Etcd;
 pub use server::{Answer, Server, nimbus_bin};
 
 use nimbus::runtime::{ComponentCache, Function, FunctionSpec, LoadError, Request, Runtime, Source};

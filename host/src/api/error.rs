@@ -85,6 +85,18 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::TooLarge(_) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
             StoreError::Upload(_) => Self::bad_request(e.to_string()),
+            StoreError::Conflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{e}: another host changed the function meanwhile; retry"),
+            ),
+            StoreError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "records_unavailable",
+                "the shared record store (etcd) cannot be reached; functions keep serving, changes wait for it",
+            )
+            .with_detail(e.to_string())
+            .retry_after(1),
             StoreError::Io(_) | StoreError::Db(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",

@@ -4,7 +4,7 @@ use crate::api::{self, App, Tokens};
 use crate::registry::{DEFAULT_KEEP, Options, Registry};
 use crate::runtime::Runtime;
 use crate::runtime::{DEFAULT_INSTANCES, INSTANCES};
-use crate::store::Store;
+use crate::store::{Etcd, Records, Store};
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -18,6 +18,12 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "NIMBUS_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Keep function records in etcd (`host:port` or `http://host:port`,
+    /// comma-separated), shared with the other hosts that name it: every
+    /// host serves a change made through any of them. Default: sled in the
+    /// data directory (one host).
+    #[arg(long, env = "NIMBUS_ETCD", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
     /// Where functions, blobs and compiled code are kept.
     #[arg(long, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
     data_dir: PathBuf,
@@ -97,7 +103,15 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.data_dir).with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
+    let opened = match &args.etcd {
+        Some(endpoints) => {
+            let etcd =
+                Etcd::connect(endpoints).await.with_context(|| format!("connecting to etcd at {endpoints:?}"))?;
+            Store::with_records(&args.data_dir, Records::Etcd(Box::new(etcd)))
+        }
+        None => Store::open(&args.data_dir),
+    };
+    let store = opened.with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
     let tokens = Tokens {
         admin: admin_token(&args.data_dir, args.admin_token)?,
         invoke: args.invoke_token,
@@ -114,12 +128,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_versions: args.keep_versions.into(),
     };
     runtime.limit_request_memory(options.memory_budget_mb << 20);
-    let registry = Arc::new(Registry::open(Arc::new(store), runtime, options)?);
+    let registry = Arc::new(Registry::open(Arc::new(store), runtime, options).await?);
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let functions = registry.list().len();
     tracing::info!(addr = %args.addr, functions, "serving");
     eprintln!("nimbus listening on http://{} ({functions} functions)", listener.local_addr()?);
     let reaper = tokio::spawn(registry.clone().reap_forever());
+    let follower = tokio::spawn(registry.clone().follow());
     let warm = registry.clone();
     tokio::spawn(async move { warm.warm_provisioned().await });
     raise_open_file_limit();
@@ -131,6 +146,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     api::serve(listener, App::new(registry, tokens), limits).await?;
     reaper.abort();
+    follower.abort();
     Ok(())
 }
 

@@ -30,7 +30,7 @@ pub use versions::{Canary, CanaryState, DEFAULT_KEEP, FunctionRecord, LIVE, MAX_
 
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
-use crate::store::{Digest, Store, StoreError};
+use crate::store::{Change, Digest, Expect, Store, StoreError};
 use canary::{Tally, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,6 +83,8 @@ pub enum Deployment {
 pub struct Deployed {
     /// What is stored.
     pub record: FunctionRecord,
+    /// The store revision that wrote it.
+    pub revision: u64,
     /// `live` traffic: (version, cumulative percent, pool), in split order.
     routes: Vec<(u64, u32, Arc<Pool>)>,
     /// Every version's pool made so far; shared by successive documents of
@@ -142,7 +144,10 @@ pub struct Registry {
     live: RwLock<BTreeMap<String, Arc<Deployed>>>,
     deploys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held from a change's last admission check until its record is live.
-    admitting: Mutex<()>,
+    admitting: tokio::sync::Mutex<()>,
+    /// The store revision every change up to which is installed (the
+    /// following watch starts after it).
+    applied: std::sync::atomic::AtomicU64,
     /// Running canaries' counts at the start of their window, by function.
     watches: Mutex<HashMap<String, Watch>>,
     options: Options,
@@ -269,6 +274,21 @@ fn tally(pool: Option<&Arc<Pool>>) -> Tally {
     })
 }
 
+/// Loads, in the background, every version that takes `live` traffic and
+/// keeps instances ready but is not loaded (after a change moved traffic).
+fn warm_routed(d: &Deployed) {
+    for (_, _, pool) in &d.routes {
+        if pool.provisioned() && !pool.gauges().loaded {
+            let (pool, name) = (pool.clone(), d.record.name.clone());
+            tokio::spawn(async move {
+                if let Err(e) = pool.warm().await {
+                    tracing::error!(function = %name, "could not load provisioned instances: {e}");
+                }
+            });
+        }
+    }
+}
+
 /// Counts at the start of a canary's window, as this process saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Watch {
@@ -280,7 +300,7 @@ struct Watch {
 impl Registry {
     /// Opens the registry over `store`: every stored function is back, at
     /// zero. A record that cannot be read is logged and skipped.
-    pub fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
+    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
         let registry = Registry {
             store,
@@ -288,23 +308,105 @@ impl Registry {
             cache,
             live: RwLock::default(),
             deploys: Mutex::default(),
-            admitting: Mutex::default(),
+            admitting: tokio::sync::Mutex::default(),
+            applied: Default::default(),
             watches: Mutex::default(),
             options,
         };
-        for (name, bytes) in registry.store.records()? {
-            let record = match FunctionRecord::from_stored(&name, &bytes) {
-                Ok(r) => r,
+        let (records, at) = registry.store.records.list().await?;
+        // Provisioned functions load once the port is open (warm_provisioned).
+        for record in records {
+            registry.apply(Change::Put(record), false);
+        }
+        registry.applied.store(at, std::sync::atomic::Ordering::Relaxed);
+        registry.collect_garbage().await;
+        Ok(registry)
+    }
+
+    /// Installs a change another host made (or this one, seen again): a
+    /// document newer than the one installed replaces it, keeping the
+    /// versions' pools; an older or equal one is ignored. With `warm`,
+    /// provisioned versions it routes to load in the background.
+    fn apply(&self, change: Change, warm: bool) {
+        let mut live = self.live.write().expect("registry lock");
+        match change {
+            Change::Put(stored) => {
+                let current = live.get(&stored.name);
+                if current.is_some_and(|d| d.revision >= stored.revision) {
+                    return;
+                }
+                let record = match FunctionRecord::from_stored(&stored.name, &stored.bytes) {
+                    Ok(r) => r,
+                    Err(e) => return tracing::error!(function = %stored.name, "unreadable record, skipped: {e}"),
+                };
+                let pools = current.map_or_else(Arc::default, |d| d.pools.clone());
+                let deployed = self.install(record, pools, stored.revision);
+                if warm {
+                    warm_routed(&deployed);
+                }
+                live.insert(stored.name, deployed);
+            }
+            Change::Delete { name, revision } => {
+                if live.get(&name).is_some_and(|d| d.revision < revision) {
+                    live.remove(&name);
+                    tracing::info!(function = %name, "deleted on another host");
+                }
+            }
+        }
+    }
+
+    /// Follows changes other hosts make to the shared records (etcd),
+    /// installing each within moments; returns at once when this process
+    /// is the only writer (sled). After a broken watch it lists everything
+    /// again and starts over.
+    pub async fn follow(self: Arc<Self>) {
+        use futures_util::StreamExt;
+        use std::sync::atomic::Ordering::Relaxed;
+        loop {
+            let from = self.applied.load(Relaxed);
+            let mut changes = match self.store.records.watch(from).await {
+                Ok(None) => return,
+                Ok(Some(changes)) => changes,
                 Err(e) => {
-                    tracing::error!(function = %name, "unreadable record, skipped: {e}");
+                    tracing::warn!("cannot follow the records, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
-            let deployed = registry.install(record, Arc::default());
-            registry.live.write().expect("registry lock").insert(name, deployed);
+            while let Some(change) = changes.next().await {
+                let change = match change {
+                    Ok(change) => change,
+                    Err(e) => {
+                        tracing::warn!("following the records stopped, listing them again: {e}");
+                        break;
+                    }
+                };
+                let revision = match &change {
+                    Change::Put(r) => r.revision,
+                    Change::Delete { revision, .. } => *revision,
+                };
+                self.apply(change, true);
+                self.applied.fetch_max(revision, Relaxed);
+            }
+            self.resync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        registry.collect_garbage();
-        Ok(registry)
+    }
+
+    /// Lists every record and installs what changed (functions gone are
+    /// removed), after a watch broke.
+    async fn resync(&self) {
+        let Ok((records, at)) = self.store.records.list().await else { return };
+        let names: HashSet<String> = records.iter().map(|r| r.name.clone()).collect();
+        for record in records {
+            self.apply(Change::Put(record), true);
+        }
+        let gone: Vec<String> =
+            self.list().iter().map(|d| d.record.name.clone()).filter(|n| !names.contains(n)).collect();
+        for name in gone {
+            self.apply(Change::Delete { name, revision: at }, false);
+        }
+        self.applied.fetch_max(at, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Loads the functions with provisioned concurrency, a few at a time;
@@ -436,7 +538,8 @@ impl Registry {
         let pool = self.load(name, &record.versions[&number], routed).await?;
         let dropped = record.retain(self.options.keep_versions);
         let pools = current.as_ref().map_or_else(Arc::default, |d| d.pools.clone());
-        let deployed = self.commit(record, pools, Some((number, pool)), &dropped)?;
+        let expect = current.as_ref().map_or(Expect::Absent, |d| Expect::Revision(d.revision));
+        let deployed = self.commit(record, pools, expect, Some((number, pool)), &dropped).await?;
         tracing::info!(function = name, version = number, live = deployed.record.aliases[LIVE], "deployed");
         let deployment = if current.is_some() { Deployment::Updated } else { Deployment::Created };
         Ok((deployed, number, deployment))
@@ -482,61 +585,49 @@ impl Registry {
             return Ok(current);
         }
         let dropped = record.retain(self.options.keep_versions);
-        self.commit(record, current.pools.clone(), None, &dropped)
+        self.commit(record, current.pools.clone(), Expect::Revision(current.revision), None, &dropped).await
     }
 
     /// Admits, stores and installs `record` (with the pool of a version just
     /// loaded), dropping the pools of `dropped` versions and collecting
     /// their files. Call it holding the function's deploy lock.
-    fn commit(
+    async fn commit(
         &self,
         record: FunctionRecord,
         pools: Arc<Pools>,
+        expect: Expect,
         loaded: Option<(u64, Arc<Pool>)>,
         dropped: &[u64],
     ) -> Result<Arc<Deployed>, RegistryError> {
         let name = record.name.clone();
         // Admitted where it takes effect, one change at a time: changes of
         // other names may have been admitted meanwhile.
-        let admitting = self.admitting.lock().unwrap_or_else(|p| p.into_inner());
+        let admitting = self.admitting.lock().await;
         admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, &name, &record)?;
         let bytes = serde_json::to_vec(&record).expect("records serialize");
-        self.store.put_record(&name, &bytes)?;
-        {
-            let mut map = pools.lock().unwrap_or_else(|p| p.into_inner());
-            map.extend(loaded);
-            for v in dropped {
-                map.remove(v);
-            }
-        }
-        let deployed = self.install(record, pools);
+        // Another host may have written meanwhile: then this change is
+        // refused (409) and the caller reads again.
+        let revision = self.store.records.put(&name, &bytes, expect).await?;
+        pools.lock().unwrap_or_else(|p| p.into_inner()).extend(loaded);
+        let deployed = self.install(record, pools, revision);
         self.live.write().expect("registry lock").insert(name.clone(), deployed.clone());
         drop(admitting);
-        // A version that now takes traffic and keeps instances ready gets
-        // them without waiting for a request.
-        for (_, _, pool) in &deployed.routes {
-            if pool.provisioned() && !pool.gauges().loaded {
-                let (pool, name) = (pool.clone(), name.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = pool.warm().await {
-                        tracing::error!(function = %name, "could not load provisioned instances: {e}");
-                    }
-                });
-            }
-        }
+        warm_routed(&deployed);
         if !dropped.is_empty() {
             tracing::info!(function = %name, versions = ?dropped, "versions past retention collected");
-            self.collect_garbage();
+            self.collect_garbage().await;
         }
         Ok(deployed)
     }
 
     /// Resolves `record`'s routes over `pools` (making the pools a route
-    /// needs): routed versions keep their provisioned instances, the others
-    /// none, so they scale to zero on their own.
-    fn install(&self, record: FunctionRecord, pools: Arc<Pools>) -> Arc<Deployed> {
+    /// needs, dropping those of versions no longer kept): routed versions
+    /// keep their provisioned instances, the others none, so they scale to
+    /// zero on their own.
+    fn install(&self, record: FunctionRecord, pools: Arc<Pools>, revision: u64) -> Arc<Deployed> {
         let routes = record.routes();
         let mut map = pools.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|v, _| record.versions.contains_key(v));
         let mut resolved = Vec::with_capacity(routes.len());
         let mut upto = 0;
         for w in &routes {
@@ -551,19 +642,18 @@ impl Registry {
             pool.set_provisioned(v.filter(|_| routed).map_or(0, |v| v.config.provisioned_concurrency));
         }
         drop(map);
-        Arc::new(Deployed { record, routes: resolved, pools })
+        Arc::new(Deployed { record, revision, routes: resolved, pools })
     }
 
     /// Deletes `name` with every version; in-flight requests finish.
     pub async fn delete(&self, name: &str) -> Result<(), RegistryError> {
         let serial = self.deploy_lock(name);
         let _serial = serial.lock().await;
-        if !self.store.delete_record(name)? {
-            return Err(RegistryError::NotFound(name.to_owned()));
-        }
+        let current = self.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
+        self.store.records.delete(name, Expect::Revision(current.revision)).await?;
         self.live.write().expect("registry lock").remove(name);
         tracing::info!(function = name, "deleted");
-        self.collect_garbage();
+        self.collect_garbage().await;
         Ok(())
     }
 
@@ -640,15 +730,15 @@ impl Registry {
     /// Removes blobs, artifact folders and compiled snapshots no retained
     /// version of a stored record references (stored, not live: a function
     /// that failed to restore keeps its bytes).
-    fn collect_garbage(&self) {
-        let records = match self.store.records() {
-            Ok(r) => r,
+    async fn collect_garbage(&self) {
+        let records = match self.store.records.list().await {
+            Ok((records, _)) => records,
             Err(e) => return tracing::warn!("blob collection skipped: {e}"),
         };
         let mut keep = HashSet::new();
         let mut compiled = HashSet::new();
-        for (name, bytes) in records {
-            let Ok(r) = FunctionRecord::from_stored(&name, &bytes) else {
+        for stored in records {
+            let Ok(r) = FunctionRecord::from_stored(&stored.name, &stored.bytes) else {
                 return tracing::warn!("blob collection skipped: unreadable record");
             };
             for v in r.versions.into_values() {

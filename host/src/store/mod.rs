@@ -1,16 +1,20 @@
-//! Durable state, embedded: sled for function records, a content-addressed
-//! blob store on disk for handler and artifact bytes. The only module that
-//! names sled.
+//! Durable state: function records (sled embedded, or etcd for a cluster)
+//! and a content-addressed blob store on disk for handler and artifact
+//! bytes. The only module that names sled or etcd.
 //!
 //! Contract: a record is written only after every blob it names is on disk
-//! and synced, and a record write is one flushed sled insert, so a crash at
-//! any point leaves each function either at its old version or its new one,
-//! whole. Records are opaque JSON to this module; the registry owns their
-//! meaning.
+//! and synced, and a record write is one durable, revision-checked write,
+//! so a crash at any point leaves each function either at its old version
+//! or its new one, whole. Records are opaque JSON to this module; the
+//! registry owns their meaning.
 
 mod blobs;
+mod etcd;
+mod records;
 
 pub use blobs::{BlobStore, Digest};
+pub use etcd::Etcd;
+pub use records::{Change, Changes, Expect, Record, Records};
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -41,6 +45,19 @@ pub enum StoreError {
     /// A blob named by a deploy is not in the store.
     #[error("blob {0} has not been uploaded")]
     MissingBlob(Digest),
+    /// Someone else wrote the record since it was read.
+    #[error("`{name}` was changed meanwhile (expected {expected:?}, found revision {found:?}); read it again")]
+    Conflict {
+        /// The record.
+        name: String,
+        /// What the write expected.
+        expected: Expect,
+        /// The revision found, if any record was.
+        found: Option<u64>,
+    },
+    /// The shared records (etcd) cannot be reached.
+    #[error("the record store is unavailable: {0}")]
+    Unavailable(String),
     /// An upload exceeded the size limit.
     #[error("upload is larger than {0} bytes")]
     TooLarge(u64),
@@ -49,32 +66,37 @@ pub enum StoreError {
     Upload(String),
 }
 
-/// The data directory: records, blobs, materialized artifact folders and
-/// the precompiled-component cache.
+/// The data directory (blobs, materialized artifact folders, the
+/// precompiled-component cache) and the records, wherever they live.
 pub struct Store {
-    records: sled::Tree,
-    db: sled::Db,
+    /// Function records.
+    pub records: Records,
     /// Content-addressed bytes.
     pub blobs: BlobStore,
     root: PathBuf,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `root`. The data directory and its
-    /// folders are private to the server's user (0700): they hold the admin
-    /// token and every function's code and models.
+    /// Opens (or creates) the store in `root`, records in sled there. The
+    /// data directory and its folders are private to the server's user
+    /// (0700): they hold the admin token and every function's code and models.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         private_dir(root)?;
+        let records = Records::Sled(records::Sled::open(sled::open(root.join("meta"))?)?);
+        Self::with_records(root, records)
+    }
+
+    /// Opens the store in `root` with records kept by `records` (etcd).
+    pub fn with_records(root: &Path, records: Records) -> Result<Self, StoreError> {
+        private_dir(root)?;
         private_dir(&root.join("compiled"))?;
-        let db = sled::open(root.join("meta"))?;
-        let records = db.open_tree("functions")?;
         let blobs = BlobStore::open(root)?;
         for entry in std::fs::read_dir(root)?.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 private_dir(&entry.path())?;
             }
         }
-        Ok(Store { records, db, blobs, root: root.to_path_buf() })
+        Ok(Store { records, blobs, root: root.to_path_buf() })
     }
 
     /// The data directory.
@@ -85,30 +107,5 @@ impl Store {
     /// Where precompiled components are cached.
     pub fn compiled_dir(&self) -> PathBuf {
         self.root.join("compiled")
-    }
-
-    /// Writes the record for `name` and waits until it is durable.
-    pub fn put_record(&self, name: &str, record: &[u8]) -> Result<(), StoreError> {
-        self.records.insert(name, record)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Removes the record for `name`; returns whether it existed.
-    pub fn delete_record(&self, name: &str) -> Result<bool, StoreError> {
-        let existed = self.records.remove(name)?.is_some();
-        self.db.flush()?;
-        Ok(existed)
-    }
-
-    /// Every record, by name.
-    pub fn records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.records
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
-            })
-            .collect()
     }
 }
