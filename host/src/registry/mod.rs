@@ -534,6 +534,9 @@ impl Registry {
                 (record, number)
             }
         };
+        // Refused before anything loads when it cannot fit; admitted again
+        // where it takes effect (commit), as other changes may land meanwhile.
+        admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, name, &record)?;
         let routed = record.routes().iter().any(|w| w.version == number);
         let pool = self.load(name, &record.versions[&number], routed).await?;
         let dropped = record.retain(self.options.keep_versions);
@@ -589,8 +592,9 @@ impl Registry {
     }
 
     /// Admits, stores and installs `record` (with the pool of a version just
-    /// loaded), dropping the pools of `dropped` versions and collecting
-    /// their files. Call it holding the function's deploy lock.
+    /// loaded; `install` drops the pools of versions no longer kept), then
+    /// collects the files of the `dropped` versions. Call it holding the
+    /// function's deploy lock.
     async fn commit(
         &self,
         record: FunctionRecord,

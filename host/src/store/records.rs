@@ -111,6 +111,11 @@ fn decode(value: &[u8]) -> (u64, &[u8]) {
     }
 }
 
+/// The last-revision counter as stored (absent: 0).
+fn counter(value: Option<sled::IVec>) -> u64 {
+    value.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes)
+}
+
 fn conflict(name: &str, expect: Expect, found: Option<u64>) -> StoreError {
     StoreError::Conflict { name: name.to_owned(), expected: expect, found }
 }
@@ -135,7 +140,7 @@ impl Sled {
     }
 
     fn last(&self) -> Result<u64, StoreError> {
-        Ok(self.meta.get(LAST_REVISION)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes))
+        Ok(counter(self.meta.get(LAST_REVISION)?))
     }
 
     /// Checks `expect` against `name` and writes `value` (or deletes on
@@ -152,7 +157,7 @@ impl Sled {
             if !matches {
                 return Err(Abort(found));
             }
-            let last = meta.get(LAST_REVISION)?.and_then(|v| v.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes);
+            let last = counter(meta.get(LAST_REVISION)?);
             let revision = last.max(found.unwrap_or(0)) + 1;
             meta.insert(LAST_REVISION, &revision.to_be_bytes())?;
             match value {
