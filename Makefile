@@ -28,6 +28,7 @@ toolchain:
 
 services:
 	@command -v etcd >/dev/null || $(APT) etcd-server
+	@command -v haproxy >/dev/null || $(APT) haproxy
 
 $(VENV)/.ready: scripts/requirements.txt
 	python3 -m venv $(VENV)

@@ -106,3 +106,89 @@ fn with_etcd_down_hosts_serve_and_refuse_changes_until_it_is_back() {
     assert!(deployed, "deploys work again once etcd is back");
     until_served(&b, "f", "two");
 }
+
+/// HAProxy with the shipped configuration in front of `hosts`.
+struct Front {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn front(hosts: &[&Server]) -> Front {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = std::process::Command::new("haproxy");
+    cmd.arg("-f").arg(nimbus_tests::root().join("deploy/haproxy/haproxy.cfg")).arg("-db");
+    cmd.env("NIMBUS_FRONT", format!("127.0.0.1:{port}"));
+    for (i, h) in hosts.iter().enumerate() {
+        cmd.env(format!("NIMBUS_HOST_{}", i + 1), h.url.trim_start_matches("http://"));
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy is not installed: `make test` installs Debian's haproxy");
+    Front { child, url: format!("http://127.0.0.1:{port}") }
+}
+
+fn post(url: &str, name: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    match agent
+        .post(format!("{url}/v1/functions/{name}/invocations"))
+        .header("content-type", "text/plain")
+        .send("env:WHO")
+    {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn haproxy_keeps_a_function_on_one_host_and_retries_around_a_dead_one() {
+    wasm("hostile");
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts: Vec<Server> = (0..3).map(|_| Server::start(dir.path(), &["--etcd", &etcd.endpoint])).collect();
+    assert!(deploy(&hosts[0], "f", "one").status.success());
+    for h in &hosts {
+        until_served(h, "f", "one");
+    }
+    let front = front(&hosts.iter().collect::<Vec<_>>());
+    assert!(Server::wait_until(Duration::from_secs(10), || post(&front.url, "f").0 == 200), "HAProxy never answered");
+    let before: Vec<f64> = hosts.iter().map(|h| h.metric("nimbus_invocations_total", "f")).collect();
+    for _ in 0..20 {
+        assert_eq!(post(&front.url, "f"), (200, "one".to_owned()));
+    }
+    let served: Vec<f64> =
+        hosts.iter().zip(&before).map(|(h, b)| h.metric("nimbus_invocations_total", "f") - b).collect();
+    let home = served.iter().position(|&n| n == 20.0).unwrap_or_else(|| panic!("spread over hosts: {served:?}"));
+
+    // Steady load through HAProxy; the function's host dies under it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (front.url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    answers.push(post(&url, "f"));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut hosts = hosts;
+    hosts[home].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers: Vec<(u16, String)> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let failed: Vec<&(u16, String)> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), answers.len(), &failed[..failed.len().min(5)]);
+    assert!(answers.len() > 50, "{} answers", answers.len());
+}
