@@ -13,7 +13,7 @@ WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
-.PHONY: build run test lint services bench bench-many bench-versions soak fuzz toolchain wasm host clean-models
+.PHONY: build run test lint services bench bench-many bench-versions bench-cluster soak fuzz toolchain wasm host clean-models
 
 build: toolchain $(ORT_LIB) $(MODELS) wasm host
 
@@ -26,9 +26,17 @@ toolchain:
 	@command -v protoc >/dev/null && test -f /usr/include/google/protobuf/descriptor.proto \
 	  || $(APT) protobuf-compiler libprotobuf-dev
 
-services:
+# Garage, the S3-compatible object store the cluster tests run on, from
+# crates.io; built once and kept outside the repository, where a later run
+# on this machine finds it.
+GARAGE := $(HOME)/.cache/nimbus/tools/bin/garage
+
+services: $(GARAGE)
 	@command -v etcd >/dev/null || $(APT) etcd-server
 	@command -v haproxy >/dev/null || $(APT) haproxy
+
+$(GARAGE):
+	cargo install --locked --root $(HOME)/.cache/nimbus/tools garage@2.5.0 --no-default-features --features sqlite,bundled-libs
 
 $(VENV)/.ready: scripts/requirements.txt
 	python3 -m venv $(VENV)
@@ -74,16 +82,23 @@ $(VENV)/.bench: $(VENV)/.ready bench/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/python/requirements.txt
 	touch $@
 
-bench: build $(OHA) $(VENV)/.bench
+bench: build services $(OHA) $(VENV)/.bench
 	target/release/slice
 	target/release/scaling
 	bench/python/check.sh
 	target/release/compare
 	target/release/versions
+	target/release/cluster
 
 # Rollback to first answer, and the cost of a weighted pick (docs/benchmarks/versions.md).
 bench-versions: build $(OHA)
 	target/release/versions
+
+# A cluster on loopback (etcd, Garage, hosts): deploy to first answer on
+# another host, cold starts with and without fetching from the object store,
+# added hosts under load (docs/benchmarks/cluster.md).
+bench-cluster: build services $(OHA)
+	target/release/cluster
 
 # 10,000 functions on one host: memory at zero, restart, listing, a burst
 # of first requests (docs/benchmarks/many.md).

@@ -4,10 +4,13 @@
 //! (name -> live function) -> `pool` (concurrency, warm instances, scale
 //! to zero) -> `runtime` (Wasm components, snapshots,
 //! instances and their limits, the wasi-nn host) -> `nn` (ONNX Runtime).
-//! `store` keeps records and blobs on disk; `cli` is the command line.
+//! `store` keeps records and blobs (on disk, or etcd and an object store
+//! for a cluster); `members` says which hosts serve; `cli` is the command
+//! line.
 
 pub mod api;
 pub mod cli;
+pub mod members;
 pub mod nn;
 pub mod pool;
 pub mod registry;

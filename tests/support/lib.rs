@@ -3,10 +3,14 @@
 //! wasm32-wasip2), the example artifact folders made by `make build`, and
 //! one shared runtime (each runtime reserves a pool of instance slots).
 
+mod cluster;
 mod etcd;
+mod garage;
 mod server;
 
+pub use cluster::Cluster;
 pub use etcd::Etcd;
+pub use garage::{Garage, garage_bin};
 pub use server::{Answer, Server, nimbus_bin};
 
 use nimbus::runtime::{ComponentCache, Function, FunctionSpec, LoadError, Request, Runtime, Source};

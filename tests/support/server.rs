@@ -24,6 +24,7 @@ pub struct Server {
     /// Its admin token.
     pub token: String,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// An HTTP answer.
@@ -46,11 +47,17 @@ impl Answer {
 impl Server {
     /// Starts a server on `data_dir` with extra `serve` flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts a server as [`Server::start`] does, with `env` set too.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Server {
         let token = "test-admin-token".to_owned();
         let mut child = Command::new(nimbus_bin())
             .args(["serve", "--addr", "127.0.0.1:0", "--admin-token", &token, "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("NIMBUS_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -72,6 +79,7 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             token,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
         }
     }
 
@@ -79,7 +87,7 @@ impl Server {
     pub fn kill_and_restart(mut self) -> Server {
         self.kill();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        Server::start(&self.data_dir.clone(), &extra)
+        Server::start_with_env(&self.data_dir.clone(), &extra, &self.env)
     }
 
     /// The server's process id (benchmarks read its memory use).

@@ -8,6 +8,7 @@
 //! Run with `make bench` (it builds the workspace, then runs
 //! `target/release/scaling`).
 
+use nimbus::members::{HostInfo, Members};
 use nimbus::pool::{Loader, Pool, Scaling};
 use nimbus::runtime::{ComponentCache, Function, FunctionSpec, Runtime};
 use nimbus_bench::stats::Summary;
@@ -56,6 +57,7 @@ async fn main() {
             source: w.source(),
             spec: FunctionSpec { sessions: 2, ..FunctionSpec::default() },
             cache: cache.clone(),
+            files: None,
         };
         let scaling = Scaling {
             max_concurrency: max,
@@ -63,7 +65,8 @@ async fn main() {
             queue_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(1),
         };
-        let pool = Pool::new(loader, scaling);
+        let members = Arc::new(Members::alone(HostInfo::this_host("bench".into(), 0)));
+        let pool = Pool::new(loader, scaling, members);
         pool.warm().await.unwrap();
         assert!(pool.reap(Instant::now() + Duration::from_secs(2)), "pool at zero");
         let start = Instant::now();

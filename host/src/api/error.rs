@@ -97,7 +97,14 @@ impl From<StoreError> for ApiError {
             )
             .with_detail(e.to_string())
             .retry_after(1),
-            StoreError::Io(_) | StoreError::Db(_) => Self::new(
+            StoreError::ObjectStore(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "objects_unavailable",
+                "the object store cannot be reached; functions keep serving what this host has, uploads wait for it",
+            )
+            .with_detail(e.to_string())
+            .retry_after(1),
+            StoreError::Io(_) | StoreError::Db(_) | StoreError::Corrupted { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "storage_error",
                 "the server could not store the data; its log has the details under this request's id",
@@ -131,6 +138,10 @@ impl From<RegistryError> for ApiError {
                     LoadError::Artifacts(_) | LoadError::Model(_) => "invalid_model",
                     LoadError::AtCapacity => {
                         return Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", e.to_string()).retry_after(1);
+                    }
+                    LoadError::Unavailable(_) => {
+                        return Self::new(StatusCode::SERVICE_UNAVAILABLE, "objects_unavailable", e.to_string())
+                            .retry_after(1);
                     }
                     LoadError::Internal(_) => {
                         return Self::new(
@@ -200,6 +211,13 @@ impl From<PoolError> for ApiError {
                     .retry_after(1)
                     .with_detail(e.to_string())
             }
+            PoolError::Load(LoadError::Unavailable(_)) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "objects_unavailable",
+                "the function's files cannot be fetched from the object store now; retry shortly",
+            )
+            .retry_after(1)
+            .with_detail(e.to_string()),
             PoolError::Load(e) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "cold_start_failed",
@@ -278,7 +296,11 @@ mod tests {
 
     #[test]
     fn throttles_say_when_to_retry() {
-        let e = PoolError::Throttled { function: "f".into(), max: 2, retry_after_s: 1 };
+        let e = PoolError::Throttled {
+            function: "f".into(),
+            limit: crate::pool::Limit { max: 2, share: 2, hosts: 1 },
+            retry_after_s: 1,
+        };
         let r = ApiError::from(e).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");

@@ -33,7 +33,8 @@ pub(super) async fn has_blob(
     Path(d): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let d = digest(&d)?;
-    Ok(if app.registry.store().blobs.contains(&d) { StatusCode::OK } else { StatusCode::NOT_FOUND })
+    let stored = app.registry.store().blobs.size(&d).await?.is_some();
+    Ok(if stored { StatusCode::OK } else { StatusCode::NOT_FOUND })
 }
 
 pub(super) async fn put_blob(
@@ -44,7 +45,7 @@ pub(super) async fn put_blob(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let d = digest(&d)?;
     let blobs = &app.registry.store().blobs;
-    let size = match blobs.size(&d) {
+    let size = match blobs.size(&d).await? {
         Some(size) => size,
         None => blobs.put_stream(&d, body.into_data_stream(), BLOB_LIMIT).await?,
     };

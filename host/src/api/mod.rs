@@ -10,6 +10,7 @@ mod auth;
 mod error;
 pub mod front;
 mod functions;
+mod hosts;
 pub use functions::PAGE_MAX;
 mod invoke;
 mod metrics;
@@ -62,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/hosts", get(hosts::list))
         .route("/v1/blobs/{digest}", put(functions::put_blob).head(functions::has_blob))
         .route("/v1/functions", get(functions::list))
         .route("/v1/functions/{name}", put(functions::deploy).get(functions::describe).delete(functions::delete))

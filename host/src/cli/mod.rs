@@ -3,6 +3,7 @@
 
 mod client;
 mod deploy;
+mod hosts;
 mod manage;
 mod run;
 mod serve;
@@ -46,6 +47,8 @@ enum Command {
     Rollback(versions::RollbackArgs),
     /// Change configuration: a new version with the same files, nothing uploaded.
     Config(versions::ConfigCmdArgs),
+    /// List the hosts serving now (one, or a cluster's live members).
+    Hosts(hosts::HostsArgs),
 }
 
 impl Cli {
@@ -64,6 +67,7 @@ impl Cli {
             Command::Traffic(args) => blocking(move || versions::traffic(args)).await,
             Command::Rollback(args) => blocking(move || versions::rollback(args)).await,
             Command::Config(args) => blocking(move || versions::config(args)).await,
+            Command::Hosts(args) => blocking(move || hosts::hosts(args)).await,
         }
     }
 }

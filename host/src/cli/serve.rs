@@ -1,10 +1,11 @@
 //! `nimbus serve`: the HTTP server over an embedded store.
 
 use crate::api::{self, App, Tokens};
+use crate::members::{HostInfo, Members};
 use crate::registry::{DEFAULT_KEEP, Options, Registry};
 use crate::runtime::Runtime;
 use crate::runtime::{DEFAULT_INSTANCES, INSTANCES};
-use crate::store::{Etcd, Records, Store};
+use crate::store::{Etcd, Records, Remote, RemoteOptions, Store};
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -24,6 +25,30 @@ pub(crate) struct ServeArgs {
     /// data directory (one host).
     #[arg(long, env = "NIMBUS_ETCD", value_delimiter = ',')]
     etcd: Option<Vec<String>>,
+    /// Keep handler and artifact blobs in this object store, shared with
+    /// the other hosts (`s3://BUCKET`; or `file:///PATH` on a filesystem
+    /// every host mounts). Endpoint, region and keys come from the standard
+    /// `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) or the flags below;
+    /// addressing is path-style. Needs --etcd. The data directory then
+    /// only caches blobs (see --blob-cache-mb).
+    #[arg(long, env = "NIMBUS_OBJECT_STORE", requires = "etcd")]
+    object_store: Option<String>,
+    /// The object store's endpoint (overrides `AWS_ENDPOINT_URL`), e.g.
+    /// `http://127.0.0.1:3900` for a local Garage.
+    #[arg(long, requires = "object_store")]
+    s3_endpoint: Option<String>,
+    /// The object store's region (overrides `AWS_REGION`).
+    #[arg(long, requires = "object_store")]
+    s3_region: Option<String>,
+    /// Most MB of fetched blobs kept on this host's disk; past it, those of
+    /// the least recently used functions not loaded now are evicted.
+    #[arg(long, env = "NIMBUS_BLOB_CACHE_MB", default_value_t = 20 << 10)]
+    blob_cache_mb: u64,
+    /// The URL other hosts, the front and clients reach this host at (its
+    /// id in `nimbus hosts`). Default: http:// and --addr.
+    #[arg(long, env = "NIMBUS_ADVERTISE")]
+    advertise: Option<String>,
     /// Where functions, blobs and compiled code are kept.
     #[arg(long, env = "NIMBUS_DATA_DIR", default_value = ".nimbus")]
     data_dir: PathBuf,
@@ -54,7 +79,7 @@ pub(crate) struct ServeArgs {
     /// together (guest memory and what the host holds for them) are held
     /// to it too: past it they get 503 `at_capacity`. Default: 80% of the
     /// host's memory.
-    #[arg(long)]
+    #[arg(long, env = "NIMBUS_MEMORY_BUDGET_MB")]
     memory_budget_mb: Option<u64>,
     /// Versions kept per function (the newest), besides every version an
     /// alias, a traffic split or a running canary names; older ones are
@@ -78,18 +103,37 @@ pub(crate) struct ServeArgs {
     max_instances: u32,
 }
 
-/// The admin token: given, stored, or made now and stored.
-fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String> {
-    if let Some(token) = given {
-        return Ok(token);
+/// A new random token.
+fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// The cluster's admin token, kept in etcd: the first host to start makes
+/// it, every other host reads it. Print it with `etcdctl get
+/// /nimbus/settings/admin-token --print-value-only` (or pass
+/// --admin-token to every host instead).
+async fn shared_admin_token(etcd: &Etcd) -> anyhow::Result<String> {
+    let made = new_token()?;
+    let token =
+        etcd.value_or_insert(ADMIN_TOKEN_KEY, made.as_bytes()).await.context("reading the admin token in etcd")?;
+    if token == made.as_bytes() {
+        eprintln!("generated the cluster's admin token in etcd ({ADMIN_TOKEN_KEY})");
     }
+    String::from_utf8(token).context("the admin token in etcd is not text")
+}
+
+/// Where a cluster keeps its admin token.
+const ADMIN_TOKEN_KEY: &str = "/nimbus/settings/admin-token";
+
+/// The admin token of a single host: stored, or made now and stored.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("admin-token");
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token = hex::encode(bytes);
+    let token = new_token()?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -103,21 +147,30 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow::Result<String>
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let remote = match &args.object_store {
+        Some(url) => {
+            let options =
+                RemoteOptions { url: url.clone(), endpoint: args.s3_endpoint.clone(), region: args.s3_region.clone() };
+            Some((Remote::open(&options)?, args.blob_cache_mb << 20))
+        }
+        None => None,
+    };
     let opened = match &args.etcd {
         Some(endpoints) => {
             let etcd =
                 Etcd::connect(endpoints).await.with_context(|| format!("connecting to etcd at {endpoints:?}"))?;
-            Store::with_records(&args.data_dir, Records::Etcd(Box::new(etcd)))
+            Store::shared(&args.data_dir, Records::Etcd(Box::new(etcd)), remote)
         }
         None => Store::open(&args.data_dir),
     };
     let store = opened.with_context(|| format!("opening data dir {}", args.data_dir.display()))?;
-    let tokens = Tokens {
-        admin: admin_token(&args.data_dir, args.admin_token)?,
-        invoke: args.invoke_token,
-        metrics: args.metrics_token,
-        metrics_open: args.metrics_open,
+    let admin = match (args.admin_token, store.records.etcd()) {
+        (Some(token), _) => token,
+        (None, Some(etcd)) => shared_admin_token(etcd).await?,
+        (None, None) => admin_token(&args.data_dir)?,
     };
+    let tokens =
+        Tokens { admin, invoke: args.invoke_token, metrics: args.metrics_token, metrics_open: args.metrics_open };
     crate::nn::init()?;
     let runtime = Runtime::with_instances(args.max_instances).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let defaults = Options::default();
@@ -128,13 +181,24 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_versions: args.keep_versions.into(),
     };
     runtime.limit_request_memory(options.memory_budget_mb << 20);
-    let registry = Arc::new(Registry::open(Arc::new(store), runtime, options).await?);
+    // Bound first: the port chosen (with :0) is this host's default address.
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+    let advertise = args.advertise.unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(args.addr)));
+    let members = Arc::new(Members::alone(HostInfo::this_host(advertise, options.memory_budget_mb)));
+    let registry = Arc::new(Registry::open(Arc::new(store), runtime, members, options).await?);
     let functions = registry.list().len();
     tracing::info!(addr = %args.addr, functions, "serving");
     eprintln!("nimbus listening on http://{} ({functions} functions)", listener.local_addr()?);
     let reaper = tokio::spawn(registry.clone().reap_forever());
     let follower = tokio::spawn(registry.clone().follow());
+    let membership = tokio::spawn({
+        let registry = registry.clone();
+        async move {
+            if let Some(etcd) = registry.store().records.etcd() {
+                registry.members().keep(etcd, || registry.about()).await;
+            }
+        }
+    });
     let warm = registry.clone();
     tokio::spawn(async move { warm.warm_provisioned().await });
     raise_open_file_limit();
@@ -144,9 +208,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.shutdown_timeout),
         ..api::front::Limits::default()
     };
-    api::serve(listener, App::new(registry, tokens), limits).await?;
+    api::serve(listener, App::new(registry.clone(), tokens), limits).await?;
     reaper.abort();
     follower.abort();
+    membership.abort();
+    if let Some(etcd) = registry.store().records.etcd() {
+        registry.members().leave(etcd).await;
+    }
     Ok(())
 }
 

@@ -23,10 +23,12 @@ mod metrics;
 
 pub use metrics::{Gauges, Histogram, Metrics, Percentiles, Series, render};
 
+use crate::members::Members;
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
     Source, Start, Validated, serve,
 };
+use crate::store::{BlobStore, Manifest, Pin, StoreError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,16 +47,44 @@ pub struct Scaling {
     pub idle_timeout: Duration,
 }
 
+/// A function's max concurrency as one host enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// The function's max concurrency, for the whole cluster.
+    pub max: u32,
+    /// What this host admits of it.
+    pub share: u32,
+    /// Live hosts sharing it.
+    pub hosts: u32,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.hosts {
+            0 | 1 => write!(f, "{}", self.max),
+            n => write!(f, "{} on this host, its share of {} across {n} live hosts", self.share, self.max),
+        }
+    }
+}
+
+/// The slots of this host's share, remade when the membership changes.
+struct Permits {
+    generation: u64,
+    limit: Limit,
+    slots: Arc<Semaphore>,
+}
+
 /// Why a pooled request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// Every slot stayed busy for the whole queue timeout.
-    #[error("function `{function}` is at its max concurrency of {max}; retry after {retry_after_s} s")]
+    /// Every slot stayed busy for the whole queue timeout (or this host's
+    /// share of the cluster's slots is none).
+    #[error("function `{function}` is at its max concurrency ({limit}); retry after {retry_after_s} s")]
     Throttled {
         /// The function.
         function: String,
-        /// Its max concurrency.
-        max: u32,
+        /// Its max concurrency, and this host's share of it.
+        limit: Limit,
         /// Suggested wait before retrying.
         retry_after_s: u64,
     },
@@ -78,6 +108,10 @@ pub struct Loader {
     pub spec: FunctionSpec,
     /// Where compiled snapshots are.
     pub cache: ComponentCache,
+    /// The blobs `source` is made of and which it needs, fetched and
+    /// verified before every load; `None` when the source's paths are a
+    /// folder and file the caller keeps as they are.
+    pub files: Option<(Arc<BlobStore>, Manifest)>,
 }
 
 impl Loader {
@@ -96,6 +130,8 @@ struct Inner {
     function: Option<Arc<Function>>,
     /// The host memory the loaded function's sessions hold.
     held: Option<Held>,
+    /// Keeps the function's files on disk while it is loaded.
+    pin: Option<Pin>,
     ready: Vec<Instance>,
     busy: u32,
     /// Instances being made by refills right now (so that two refills
@@ -105,8 +141,6 @@ struct Inner {
     last_used: Option<Instant>,
     /// Why the last load failed, until one succeeds.
     load_error: Option<String>,
-    /// Loads cannot succeed (see [`Pool::mark_broken`]).
-    broken: bool,
 }
 
 /// One function's instances.
@@ -118,7 +152,8 @@ pub struct Pool {
     provisioned: AtomicU32,
     inner: Mutex<Inner>,
     loading: tokio::sync::Mutex<()>,
-    permits: Arc<Semaphore>,
+    members: Arc<Members>,
+    permits: Mutex<Permits>,
     /// Memory one session of every graph holds, as a deploy measured it
     /// (0 until known).
     session_bytes: AtomicU64,
@@ -140,14 +175,17 @@ impl Drop for Busy {
 impl Pool {
     /// A pool with nothing loaded: the first request (or [`Pool::warm`])
     /// loads the function.
-    pub fn new(loader: Loader, scaling: Scaling) -> Arc<Self> {
+    pub fn new(loader: Loader, scaling: Scaling, members: Arc<Members>) -> Arc<Self> {
+        let limit = Limit { max: scaling.max_concurrency, share: scaling.max_concurrency, hosts: 1 };
+        let permits = Permits { generation: 0, limit, slots: Arc::new(Semaphore::new(limit.share as usize)) };
         Arc::new(Pool {
             loader,
             scaling,
             provisioned: AtomicU32::new(scaling.provisioned),
             inner: Mutex::new(Inner::default()),
             loading: tokio::sync::Mutex::new(()),
-            permits: Arc::new(Semaphore::new(scaling.max_concurrency as usize)),
+            members,
+            permits: Mutex::new(permits),
             session_bytes: AtomicU64::new(0),
             metrics: Metrics::default(),
         })
@@ -220,11 +258,23 @@ impl Pool {
             if let Some(f) = inner.function.clone() {
                 return Ok(f);
             }
-            if inner.broken {
-                return Err(LoadError::Artifacts(inner.load_error.clone().unwrap_or_default()));
-            }
         }
         let l = &self.loader;
+        let pin = match &l.files {
+            Some((blobs, manifest)) => Some(blobs.ready(manifest).await.map_err(|e| {
+                let e = match e {
+                    StoreError::ObjectStore(m) => LoadError::Unavailable(m),
+                    e => LoadError::Artifacts(e.to_string()),
+                };
+                tracing::error!(function = %l.name, "could not get its files: {e}");
+                self.lock().load_error = Some(e.to_string());
+                e
+            })?),
+            None => None,
+        };
+        if let Some((blobs, Manifest { snapshot: Some((key, digest)), .. })) = &l.files {
+            self.adopt_snapshot(blobs, key, digest).await;
+        }
         // A cold start waits for the memory its sessions will hold (known
         // from the deploy's measurement); a first load measures, then holds.
         let memory = l.runtime.memory();
@@ -249,25 +299,47 @@ impl Pool {
         let mut inner = self.lock();
         inner.function = Some(function.clone());
         inner.held = Some(held);
+        inner.pin = pin;
         inner.load_error = None;
         // Loading counts as use: a fresh load is not the first to evict.
         inner.last_used = Some(Instant::now());
         Ok(function)
     }
 
+    /// The key of the function's compiled snapshot on this host.
+    pub fn snapshot_key(&self) -> String {
+        self.loader.key()
+    }
+
+    /// Takes the compiled snapshot another host shared, if it was made for
+    /// the same engine and this host has none, so this load compiles
+    /// nothing. Any failure only means compiling here.
+    async fn adopt_snapshot(&self, blobs: &Arc<BlobStore>, key: &str, digest: &crate::store::Digest) {
+        let l = &self.loader;
+        if key != l.key() || l.cache.entry(key).is_some() {
+            return;
+        }
+        let adopted = match blobs.fetch(digest).await {
+            Ok(path) => l.cache.adopt(key, &path),
+            Err(e) => Err(LoadError::Internal(e.to_string())),
+        };
+        if let Err(e) = adopted {
+            tracing::warn!(function = %l.name, "shared compiled snapshot not used, compiling here: {e}");
+        }
+    }
+
     /// Serves one request.
     pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invoked, PoolError> {
-        let permit = match tokio::time::timeout(self.scaling.queue_timeout, self.permits.clone().acquire_owned()).await
-        {
-            Ok(Ok(permit)) => permit,
+        let (limit, slots) = self.slots();
+        let acquired = match limit.share {
+            0 => None,
             _ => {
-                self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
-                return Err(PoolError::Throttled {
-                    function: self.loader.name.clone(),
-                    max: self.scaling.max_concurrency,
-                    retry_after_s: 1,
-                });
+                tokio::time::timeout(self.scaling.queue_timeout, slots.acquire_owned()).await.ok().and_then(Result::ok)
             }
+        };
+        let Some(permit) = acquired else {
+            self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
+            return Err(PoolError::Throttled { function: self.loader.name.clone(), limit, retry_after_s: 1 });
         };
         let ready = {
             let mut inner = self.lock();
@@ -296,6 +368,22 @@ impl Pool {
             pool.refill(retired).await;
         });
         Ok(answered.await.map_err(|e| InvokeError::Internal(format!("request task: {e}")))??)
+    }
+
+    /// This host's limit and its slots, remade first if the membership
+    /// changed (requests holding the old slots finish on them).
+    fn slots(&self) -> (Limit, Arc<Semaphore>) {
+        let generation = self.members.generation();
+        let mut permits = self.permits.lock().unwrap_or_else(|p| p.into_inner());
+        if permits.generation != generation {
+            let (share, hosts) = self.members.share(&self.loader.name, self.scaling.max_concurrency);
+            if share != permits.limit.share {
+                permits.slots = Arc::new(Semaphore::new(share as usize));
+            }
+            permits.limit = Limit { max: self.scaling.max_concurrency, share, hosts };
+            permits.generation = generation;
+        }
+        (permits.limit, permits.slots.clone())
     }
 
     /// Drops a served instance and makes ready instances up to the target.
@@ -356,7 +444,7 @@ impl Pool {
                 return false;
             }
             inner.peak = 0;
-            (std::mem::take(&mut inner.ready), inner.function.take(), inner.held.take())
+            (std::mem::take(&mut inner.ready), inner.function.take(), inner.held.take(), inner.pin.take())
         };
         drop(dropped);
         tracing::info!(function = %self.loader.name, "scaled to zero");
@@ -383,14 +471,6 @@ impl Pool {
                 per_session * f.spec().sessions as u64
             }),
         }
-    }
-
-    /// Marks the function as unable to load (its files are gone): every
-    /// load fails at once with `why` until it is deployed again.
-    pub fn mark_broken(&self, why: String) {
-        let mut inner = self.lock();
-        inner.broken = true;
-        inner.load_error = Some(why);
     }
 
     /// Why the function could not load last time it tried, if it failed.

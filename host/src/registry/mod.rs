@@ -25,12 +25,13 @@ mod record;
 mod versions;
 
 pub use config::{DEFAULT_PAYLOAD_LIMIT, FunctionConfig, validate_name};
-pub use record::{Artifact, Bundle, CANARY_MAX_SECONDS, CanarySpec, Version};
+pub use record::{Artifact, Bundle, CANARY_MAX_SECONDS, CanarySpec, SharedSnapshot, Version};
 pub use versions::{Canary, CanaryState, DEFAULT_KEEP, FunctionRecord, LIVE, MAX_SPLIT, Refused, Weight};
 
+use crate::members::{HostInfo, Members};
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
-use crate::store::{Change, Digest, Expect, Store, StoreError};
+use crate::store::{Change, Expect, Manifest, Store, StoreError};
 use canary::{Tally, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -150,6 +151,8 @@ pub struct Registry {
     applied: std::sync::atomic::AtomicU64,
     /// Running canaries' counts at the start of their window, by function.
     watches: Mutex<HashMap<String, Watch>>,
+    /// The live hosts, for each one's share of max concurrency.
+    members: Arc<Members>,
     options: Options,
 }
 
@@ -274,11 +277,18 @@ fn tally(pool: Option<&Arc<Pool>>) -> Tally {
     })
 }
 
+/// Whether any version of the function is loaded on this host.
+fn hot(d: &Deployed) -> bool {
+    d.pools().iter().any(|(_, p)| p.gauges().loaded)
+}
+
 /// Loads, in the background, every version that takes `live` traffic and
-/// keeps instances ready but is not loaded (after a change moved traffic).
-fn warm_routed(d: &Deployed) {
+/// is not loaded, if it keeps instances ready or if the function was `hot`
+/// here (this host serves it: its next requests should not wait for a
+/// version another host deployed to load).
+fn warm_routed(d: &Deployed, hot: bool) {
     for (_, _, pool) in &d.routes {
-        if pool.provisioned() && !pool.gauges().loaded {
+        if (hot || pool.provisioned()) && !pool.gauges().loaded {
             let (pool, name) = (pool.clone(), d.record.name.clone());
             tokio::spawn(async move {
                 if let Err(e) = pool.warm().await {
@@ -300,7 +310,12 @@ struct Watch {
 impl Registry {
     /// Opens the registry over `store`: every stored function is back, at
     /// zero. A record that cannot be read is logged and skipped.
-    pub async fn open(store: Arc<Store>, runtime: Arc<Runtime>, options: Options) -> Result<Self, RegistryError> {
+    pub async fn open(
+        store: Arc<Store>,
+        runtime: Arc<Runtime>,
+        members: Arc<Members>,
+        options: Options,
+    ) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
         let registry = Registry {
             store,
@@ -311,6 +326,7 @@ impl Registry {
             admitting: tokio::sync::Mutex::default(),
             applied: Default::default(),
             watches: Mutex::default(),
+            members,
             options,
         };
         let (records, at) = registry.store.records.list().await?;
@@ -339,10 +355,11 @@ impl Registry {
                     Ok(r) => r,
                     Err(e) => return tracing::error!(function = %stored.name, "unreadable record, skipped: {e}"),
                 };
+                let was_hot = current.is_some_and(|d| hot(d));
                 let pools = current.map_or_else(Arc::default, |d| d.pools.clone());
                 let deployed = self.install(record, pools, stored.revision);
                 if warm {
-                    warm_routed(&deployed);
+                    warm_routed(&deployed, was_hot);
                 }
                 live.insert(stored.name, deployed);
             }
@@ -435,6 +452,29 @@ impl Registry {
         &self.runtime
     }
 
+    /// The live hosts.
+    pub fn members(&self) -> &Arc<Members> {
+        &self.members
+    }
+
+    /// What this host registers about itself: the membership's entry with
+    /// the functions it has loaded now.
+    pub fn about(&self) -> HostInfo {
+        let mut me = self
+            .members
+            .hosts()
+            .into_iter()
+            .find(|h| h.id == self.members.me())
+            .unwrap_or_else(|| HostInfo::this_host(self.members.me().to_owned(), self.options.memory_budget_mb));
+        me.loaded = self
+            .list()
+            .iter()
+            .filter(|d| d.pools().iter().any(|(_, p)| p.gauges().loaded))
+            .map(|d| d.record.name.clone())
+            .collect();
+        me
+    }
+
     /// The store underneath.
     pub fn store(&self) -> &Store {
         &self.store
@@ -477,7 +517,7 @@ impl Registry {
         if let Some(pool) = pools.get(&version) {
             return Ok((version, pool.clone()));
         }
-        let pool = self.pool_or_broken(&d.record.name, v);
+        let pool = self.pool(&d.record.name, v);
         pool.set_provisioned(0);
         pools.insert(version, pool.clone());
         Ok((version, pool))
@@ -495,9 +535,10 @@ impl Registry {
         mut bundle: Bundle,
     ) -> Result<(Arc<Deployed>, u64, Deployment), RegistryError> {
         validate_bundle(name, &mut bundle)?;
-        let wasm_size = self.store.blobs.size(&bundle.wasm).ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
+        let blobs = &self.store.blobs;
+        let wasm_size = blobs.size(&bundle.wasm).await?.ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
         for a in &mut bundle.artifacts {
-            a.size = self.store.blobs.size(&a.digest).ok_or(StoreError::MissingBlob(a.digest.clone()))?;
+            a.size = blobs.size(&a.digest).await?.ok_or(StoreError::MissingBlob(a.digest.clone()))?;
         }
         let model_bytes: u64 = bundle.artifacts.iter().filter(|a| a.path.ends_with(".onnx")).map(|a| a.size).sum();
         config::check_fits(model_bytes, &bundle.config, config::Sized::Files).map_err(RegistryError::InvalidBundle)?;
@@ -522,6 +563,7 @@ impl Registry {
             config: bundle.config,
             deployed_at: now(),
             description: bundle.description,
+            snapshot: None,
         };
         let (mut record, number) = match &current {
             None => (FunctionRecord::new(name, version), 1),
@@ -539,6 +581,7 @@ impl Registry {
         admit(&self.live.read().expect("registry lock"), self.options.memory_budget_mb, name, &record)?;
         let routed = record.routes().iter().any(|w| w.version == number);
         let pool = self.load(name, &record.versions[&number], routed).await?;
+        record.versions.get_mut(&number).expect("just added").snapshot = self.share_snapshot(&pool).await;
         let dropped = record.retain(self.options.keep_versions);
         let pools = current.as_ref().map_or_else(Arc::default, |d| d.pools.clone());
         let expect = current.as_ref().map_or(Expect::Absent, |d| Expect::Revision(d.revision));
@@ -616,7 +659,7 @@ impl Registry {
         let deployed = self.install(record, pools, revision);
         self.live.write().expect("registry lock").insert(name.clone(), deployed.clone());
         drop(admitting);
-        warm_routed(&deployed);
+        warm_routed(&deployed, hot(&deployed));
         if !dropped.is_empty() {
             tracing::info!(function = %name, versions = ?dropped, "versions past retention collected");
             self.collect_garbage().await;
@@ -636,7 +679,7 @@ impl Registry {
         let mut upto = 0;
         for w in &routes {
             let v = &record.versions[&w.version];
-            let pool = map.entry(w.version).or_insert_with(|| self.pool_or_broken(&record.name, v)).clone();
+            let pool = map.entry(w.version).or_insert_with(|| self.pool(&record.name, v)).clone();
             upto += u32::from(w.percent);
             resolved.push((w.version, upto, pool));
         }
@@ -678,7 +721,7 @@ impl Registry {
     /// `routed` traffic will use, so it starts at zero. On a smaller tier
     /// it loads again (the snapshot may not fit).
     async fn load(&self, name: &str, version: &Version, routed: bool) -> Result<Arc<Pool>, RegistryError> {
-        let pool = self.pool(name, version)?;
+        let pool = self.pool(name, version);
         if !routed {
             pool.set_provisioned(0);
         }
@@ -694,32 +737,35 @@ impl Registry {
         Ok(pool)
     }
 
-    /// A pool for `version` of `name`, with nothing loaded yet.
-    fn pool(&self, name: &str, version: &Version) -> Result<Arc<Pool>, RegistryError> {
-        let files: Vec<(String, Digest)> =
-            version.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
-        let dir = self.store.blobs.materialize(&version.artifacts_digest, &files)?;
-        Ok(self.pool_over(name, version, dir))
+    /// In a cluster, puts the compiled snapshot of a version just loaded
+    /// into the object store, so other hosts load it without compiling.
+    async fn share_snapshot(&self, pool: &Pool) -> Option<SharedSnapshot> {
+        let key = pool.snapshot_key();
+        let path = self.cache.entry(&key)?;
+        match self.store.blobs.publish(&path).await {
+            Ok(digest) => Some(SharedSnapshot { key, digest: digest? }),
+            Err(e) => {
+                tracing::warn!("compiled snapshot not shared (each host compiles its own): {e}");
+                None
+            }
+        }
     }
 
-    /// A pool for `version`, or, when its files are gone, one that answers
-    /// a 5xx naming why (shown by `describe`) until it is deployed again.
-    fn pool_or_broken(&self, name: &str, version: &Version) -> Arc<Pool> {
-        self.pool(name, version).unwrap_or_else(|e| {
-            tracing::error!(function = %name, version = version.version, "cannot be loaded any more: {e}");
-            let pool = self.pool_over(name, version, self.store.blobs.artifact_dir(&version.artifacts_digest));
-            pool.mark_broken(e.to_string());
-            pool
-        })
-    }
-
-    /// A pool for `version` whose artifacts are (or would be) at `dir`.
-    fn pool_over(&self, name: &str, version: &Version, dir: std::path::PathBuf) -> Arc<Pool> {
+    /// A pool for `version` of `name`, with nothing loaded yet: its files
+    /// are made ready (fetched in a cluster) by its first load.
+    fn pool(&self, name: &str, version: &Version) -> Arc<Pool> {
+        let blobs = &self.store.blobs;
         let source = Source {
-            wasm: self.store.blobs.path(&version.wasm),
+            wasm: blobs.path(&version.wasm),
             wasm_digest: version.wasm.as_str().to_owned(),
-            artifacts: dir,
+            artifacts: blobs.artifact_dir(&version.artifacts_digest),
             artifacts_digest: version.artifacts_digest.as_str().to_owned(),
+        };
+        let manifest = Manifest {
+            wasm: version.wasm.clone(),
+            set: version.artifacts_digest.clone(),
+            files: version.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect(),
+            snapshot: version.snapshot.as_ref().map(|s| (s.key.clone(), s.digest.clone())),
         };
         let loader = Loader {
             runtime: self.runtime.clone(),
@@ -727,8 +773,9 @@ impl Registry {
             source,
             spec: version.config.spec(),
             cache: self.cache.clone(),
+            files: Some((blobs.clone(), manifest)),
         };
-        Pool::new(loader, version.config.scaling(self.options.idle_timeout))
+        Pool::new(loader, version.config.scaling(self.options.idle_timeout), self.members.clone())
     }
 
     /// Removes blobs, artifact folders and compiled snapshots no retained
@@ -750,6 +797,7 @@ impl Registry {
                 compiled.insert(self.runtime.snapshot_key(v.wasm.as_str(), v.artifacts_digest.as_str(), &env));
                 keep.insert(v.wasm);
                 keep.insert(v.artifacts_digest);
+                keep.extend(v.snapshot.map(|s| s.digest));
                 keep.extend(v.artifacts.into_iter().map(|a| a.digest));
             }
         }
@@ -758,7 +806,7 @@ impl Registry {
         if stale > 0 {
             tracing::info!(removed = stale, "collected unused compiled snapshots");
         }
-        match self.store.blobs.retain(&keep, self.options.blob_grace) {
+        match self.store.blobs.retain(&keep, self.options.blob_grace).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "collected unreferenced blobs"),
             Err(e) => tracing::warn!("blob collection failed: {e}"),

@@ -81,6 +81,21 @@ pub struct Version {
     /// What it is, in the deployer's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// In a cluster: the compiled snapshot the deploying host made, so
+    /// hosts with the same engine load it instead of compiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SharedSnapshot>,
+}
+
+/// A compiled snapshot in the object store: valid for hosts whose snapshot
+/// key for the version is `key` (same handler, artifacts, environment and
+/// engine), its bytes the blob `digest` (checked before they are mapped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedSnapshot {
+    /// The snapshot key (see `ComponentCache::key`).
+    pub key: String,
+    /// The compiled bytes' blob.
+    pub digest: Digest,
 }
 
 /// Checks an artifact path: relative, no `..`, no empty segments.

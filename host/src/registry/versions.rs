@@ -353,6 +353,7 @@ mod tests {
             config: FunctionConfig::default(),
             deployed_at: 7,
             description: None,
+            snapshot: None,
         }
     }
 

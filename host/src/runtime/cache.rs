@@ -73,9 +73,13 @@ impl ComponentCache {
         if !path.is_file() {
             return None;
         }
-        // SAFETY: only this cache writes these files, each one the output of
+        // SAFETY: every file here is the output of
         // `Engine::precompile_component` for an engine with the same
-        // compatibility hash (part of the key), renamed into place whole.
+        // compatibility hash (part of the key), renamed into place whole:
+        // written by this cache, or (in a cluster, see `adopt`) by another
+        // host of the cluster, fetched by the digest that host stored in
+        // the version's record and checked against it before the rename.
+        // Only hosts write records' snapshot digests; clients cannot.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => Some(c),
             Err(e) => {
@@ -83,6 +87,20 @@ impl ComponentCache {
                 None
             }
         }
+    }
+
+    /// The file of the compiled snapshot under `key`, if there is one.
+    pub fn entry(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key)).filter(|p| p.is_file())
+    }
+
+    /// Takes the file at `from` (on the same filesystem), a snapshot
+    /// another host of the cluster compiled, verified against the digest
+    /// it recorded, as the entry under `key`.
+    pub fn adopt(&self, key: &str, from: &Path) -> Result<(), LoadError> {
+        let io = |e: std::io::Error| LoadError::Internal(format!("component cache {}: {e}", self.dir.display()));
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        std::fs::rename(from, self.path(key)).map_err(io)
     }
 
     /// Precompiles `wasm`, stores it under `key` and loads it back mapped.

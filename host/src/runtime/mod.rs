@@ -49,6 +49,10 @@ pub enum LoadError {
     /// as a load could wait.
     #[error("the host is at capacity (memory or instance slots in use); retry shortly")]
     AtCapacity,
+    /// The function's files could not be fetched (the object store is
+    /// unreachable); a later load may succeed.
+    #[error("its files cannot be fetched now: {0}")]
+    Unavailable(String),
     /// A host-side failure (disk, threads).
     #[error("internal error: {0}")]
     Internal(String),

@@ -3,6 +3,7 @@
 //! mod revision, and every write is a transaction comparing it, so two
 //! hosts' deploys of one function cannot interleave. A watch from the
 //! revision a listing was taken at delivers every later change in order.
+//! Host entries (under leases) and shared settings live beside them.
 
 use super::StoreError;
 use super::records::{Change, Changes, Expect, Record};
@@ -123,6 +124,79 @@ impl Etcd {
             }
         });
         Ok(changes)
+    }
+}
+
+/// A lease this process keeps alive; keys put under it vanish when it
+/// lapses.
+pub struct Lease {
+    id: i64,
+    keeper: etcd_client::LeaseKeeper,
+    answers: etcd_client::LeaseKeepAliveStream,
+}
+
+impl Lease {
+    /// The lease's id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Renews the lease; fails once it has lapsed (then take a new one).
+    pub async fn renew(&mut self) -> Result<(), StoreError> {
+        self.keeper.keep_alive().await.map_err(unavailable)?;
+        match self.answers.message().await.map_err(unavailable)? {
+            Some(answer) if answer.ttl() > 0 => Ok(()),
+            _ => Err(StoreError::Unavailable(format!("lease {:x} lapsed", self.id))),
+        }
+    }
+}
+
+/// Keys beside the function records: leases, host entries, shared settings.
+impl Etcd {
+    /// A new lease of `ttl`, kept alive by [`Lease::renew`].
+    pub async fn lease(&self, ttl: Duration) -> Result<Lease, StoreError> {
+        let mut leases = self.client.lease_client();
+        let granted = leases.grant(ttl.as_secs() as i64, None).await.map_err(unavailable)?;
+        let (keeper, answers) = leases.keep_alive(granted.id()).await.map_err(unavailable)?;
+        Ok(Lease { id: granted.id(), keeper, answers })
+    }
+
+    /// Puts `key` under `lease`.
+    pub async fn put_leased(&self, key: &str, value: &[u8], lease: i64) -> Result<(), StoreError> {
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        self.client.kv_client().put(key, value, Some(options)).await.map(drop).map_err(unavailable)
+    }
+
+    /// Every key under `prefix`, with its value.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let got =
+            self.client.kv_client().get(prefix, Some(GetOptions::new().with_prefix())).await.map_err(unavailable)?;
+        Ok(got.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect())
+    }
+
+    /// Deletes `key`.
+    pub async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+        self.client.kv_client().delete(key, None).await.map(drop).map_err(unavailable)
+    }
+
+    /// The value of `key`, set to `made` first if absent (one transaction,
+    /// so every host ends up with the first writer's value).
+    pub async fn value_or_insert(&self, key: &str, made: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, made, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let done = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        if done.succeeded() {
+            return Ok(made.to_vec());
+        }
+        done.op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Unavailable(format!("{key} vanished while read")))
     }
 }
 

@@ -9,15 +9,20 @@
 //! registry owns their meaning.
 
 mod blobs;
+mod cache;
 mod etcd;
 mod records;
+mod remote;
 
-pub use blobs::{BlobStore, Digest};
-pub use etcd::Etcd;
+pub use blobs::{BlobStore, Digest, Manifest};
+pub use cache::Pin;
+pub use etcd::{Etcd, Lease};
 pub use records::{Change, Changes, Expect, Record, Records};
+pub use remote::{Remote, RemoteOptions};
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Creates `dir` (and its parents) if needed and makes it 0700.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
@@ -45,6 +50,14 @@ pub enum StoreError {
     /// A blob named by a deploy is not in the store.
     #[error("blob {0} has not been uploaded")]
     MissingBlob(Digest),
+    /// A stored blob no longer hashes to its digest (it was removed).
+    #[error("blob {digest} on disk hashes to {actual}: it was corrupted and is removed; deploy the function again")]
+    Corrupted {
+        /// The blob.
+        digest: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
     /// Someone else wrote the record since it was read.
     #[error("`{name}` was changed meanwhile (expected {expected:?}, found revision {found:?}); read it again")]
     Conflict {
@@ -58,6 +71,9 @@ pub enum StoreError {
     /// The shared records (etcd) cannot be reached.
     #[error("the record store is unavailable: {0}")]
     Unavailable(String),
+    /// The object store cannot be reached (or refused the request).
+    #[error("the object store is unavailable: {0}")]
+    ObjectStore(String),
     /// An upload exceeded the size limit.
     #[error("upload is larger than {0} bytes")]
     TooLarge(u64),
@@ -72,7 +88,7 @@ pub struct Store {
     /// Function records.
     pub records: Records,
     /// Content-addressed bytes.
-    pub blobs: BlobStore,
+    pub blobs: Arc<BlobStore>,
     root: PathBuf,
 }
 
@@ -83,20 +99,23 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         private_dir(root)?;
         let records = Records::Sled(records::Sled::open(sled::open(root.join("meta"))?)?);
-        Self::with_records(root, records)
+        Self::shared(root, records, None)
     }
 
-    /// Opens the store in `root` with records kept by `records` (etcd).
-    pub fn with_records(root: &Path, records: Records) -> Result<Self, StoreError> {
+    /// Opens the store in `root` as one host of a cluster: records kept by
+    /// `records` (etcd), blobs by `remote` when given, with at most
+    /// `cache_bytes` of them on local disk.
+    pub fn shared(root: &Path, records: Records, remote: Option<(Remote, u64)>) -> Result<Self, StoreError> {
         private_dir(root)?;
         private_dir(&root.join("compiled"))?;
-        let blobs = BlobStore::open(root)?;
+        let (remote, limit) = remote.map_or((None, u64::MAX), |(r, limit)| (Some(r), limit));
+        let blobs = BlobStore::open(root, remote, limit)?;
         for entry in std::fs::read_dir(root)?.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 private_dir(&entry.path())?;
             }
         }
-        Ok(Store { records, blobs, root: root.to_path_buf() })
+        Ok(Store { records, blobs: Arc::new(blobs), root: root.to_path_buf() })
     }
 
     /// The data directory.

@@ -58,6 +58,14 @@ pub enum Records {
 }
 
 impl Records {
+    /// The etcd cluster the records live in, if they are shared.
+    pub fn etcd(&self) -> Option<&super::etcd::Etcd> {
+        match self {
+            Records::Sled(_) => None,
+            Records::Etcd(e) => Some(e),
+        }
+    }
+
     /// Every record, and the revision they are as of (a watch starts after it).
     pub async fn list(&self) -> Result<(Vec<Record>, u64), StoreError> {
         match self {
