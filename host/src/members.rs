@@ -12,9 +12,10 @@
 //! hosts a function's `max` is split into N shares that add up to exactly
 //! `max` (`max / N`, and one more for `max % N` of them, chosen by a hash
 //! of the name so that the extra ones fall on different hosts for
-//! different functions). A host whose share is 0 (max below N) refuses at
-//! once; every refusal is a 429 `throttled` that names the share. When a
-//! host joins or leaves, the shares change for new requests; those already
+//! different functions). A host past its share answers 429 `throttled`
+//! naming the share; a host whose share is 0 (max below N) answers at once
+//! with 503 `no_share_here`, which the front (HAProxy) retries on another
+//! host. When a host joins or leaves, the shares change for new requests; those already
 //! running finish under the old ones. If etcd cannot be reached, the last
 //! list read stays in force.
 

@@ -206,6 +206,10 @@ impl From<PoolError> for ApiError {
             PoolError::Throttled { retry_after_s, .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()).retry_after(retry_after_s)
             }
+            // A 503 (not a 429), so a front retries it on another host.
+            PoolError::NoShare { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_share_here", e.to_string()).retry_after(1)
+            }
             PoolError::Load(LoadError::AtCapacity) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", "this host's memory is in use; retry shortly")
                     .retry_after(1)
@@ -304,6 +308,12 @@ mod tests {
         let r = ApiError::from(e).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+        // No share here: a 503, which a front retries on another host.
+        let limit = crate::pool::Limit { max: 2, share: 0, hosts: 3 };
+        let (status, json, _) = body(PoolError::NoShare { function: "f".into(), limit }.into());
+        assert_eq!((status, json["error"]["code"].as_str()), (503, Some("no_share_here")));
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("admits 2 concurrent requests across 3 live hosts"), "{message}");
     }
 
     #[test]

@@ -88,6 +88,20 @@ pub enum PoolError {
         /// Suggested wait before retrying.
         retry_after_s: u64,
     },
+    /// In a cluster, this host's share of the function's max concurrency is
+    /// none (fewer slots than live hosts): another host serves it.
+    #[error(
+        "function `{function}` admits {} concurrent requests across {} live hosts and this host has no share \
+         of them; another host serves it",
+        limit.max,
+        limit.hosts
+    )]
+    NoShare {
+        /// The function.
+        function: String,
+        /// Its max concurrency, and this host's (empty) share of it.
+        limit: Limit,
+    },
     /// Coming up from zero failed.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -331,13 +345,12 @@ impl Pool {
     /// Serves one request.
     pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invoked, PoolError> {
         let (limit, slots) = self.slots();
-        let acquired = match limit.share {
-            0 => None,
-            _ => {
-                tokio::time::timeout(self.scaling.queue_timeout, slots.acquire_owned()).await.ok().and_then(Result::ok)
-            }
-        };
-        let Some(permit) = acquired else {
+        if limit.share == 0 {
+            self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
+            return Err(PoolError::NoShare { function: self.loader.name.clone(), limit });
+        }
+        let acquired = tokio::time::timeout(self.scaling.queue_timeout, slots.acquire_owned()).await;
+        let Some(permit) = acquired.ok().and_then(Result::ok) else {
             self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
             return Err(PoolError::Throttled { function: self.loader.name.clone(), limit, retry_after_s: 1 });
         };
