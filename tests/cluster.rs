@@ -129,7 +129,7 @@ impl Drop for Front {
 }
 
 fn front(hosts: &[&Server]) -> Front {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = nimbus_tests::free_port();
     let mut cmd = std::process::Command::new("haproxy");
     cmd.arg("-f").arg(nimbus_tests::root().join("deploy/haproxy/haproxy.cfg")).arg("-db");
     cmd.env("NIMBUS_FRONT", format!("127.0.0.1:{port}"));

@@ -15,14 +15,10 @@ pub struct Etcd {
     pub endpoint: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
-}
-
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Etcd {
-        let (client_port, peer_port) = (free_port(), free_port());
+        let (client_port, peer_port) = (super::free_port(), super::free_port());
         let mut etcd = Etcd {
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),

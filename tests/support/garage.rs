@@ -25,15 +25,11 @@ pub fn garage_bin() -> PathBuf {
     cached.filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("garage"))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
-}
-
 impl Garage {
     /// Starts a single node with a default bucket and waits until it answers.
     pub fn start() -> Garage {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (s3, rpc) = (free_port(), free_port());
+        let (s3, rpc) = (super::free_port(), super::free_port());
         let config = dir.path().join("garage.toml");
         std::fs::write(
             &config,

@@ -9,7 +9,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use crate::pool::{Gauges, Metrics, Percentiles};
 use crate::registry::{Bundle, Canary, Deployed as Live, Deployment, LIVE, Version, Weight};
-use crate::store::Digest;
+use crate::store::{BLOB_LIMIT, Digest};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -19,9 +19,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// Largest single blob (a model file).
-const BLOB_LIMIT: u64 = 8 << 30;
 
 fn digest(s: &str) -> Result<Digest, ApiError> {
     Digest::parse(s).map_err(ApiError::bad_request)

@@ -466,12 +466,7 @@ impl Registry {
             .into_iter()
             .find(|h| h.id == self.members.me())
             .unwrap_or_else(|| HostInfo::this_host(self.members.me().to_owned(), self.options.memory_budget_mb));
-        me.loaded = self
-            .list()
-            .iter()
-            .filter(|d| d.pools().iter().any(|(_, p)| p.gauges().loaded))
-            .map(|d| d.record.name.clone())
-            .collect();
+        me.loaded = self.list().iter().filter(|d| hot(d)).map(|d| d.record.name.clone()).collect();
         me
     }
 

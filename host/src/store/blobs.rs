@@ -68,6 +68,10 @@ impl From<Digest> for String {
     }
 }
 
+/// The largest blob: an upload past it is refused, and so is a fetch from
+/// the object store (whatever it sends, at most this much reaches disk).
+pub const BLOB_LIMIT: u64 = 8 << 30;
+
 /// What a function version needs on local disk before it loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -281,7 +285,7 @@ impl BlobStore {
         }
         let Some(remote) = &self.remote else { return Err(StoreError::MissingBlob(digest.clone())) };
         let started = std::time::Instant::now();
-        let size = self.write_local(digest, remote.get(digest).await?, u64::MAX).await?;
+        let size = self.write_local(digest, remote.get(digest).await?, BLOB_LIMIT).await?;
         tracing::info!(blob = %digest, size, fetch_ms = started.elapsed().as_millis() as u64, "fetched from the object store");
         Ok(true)
     }
@@ -432,6 +436,19 @@ mod tests {
         std::fs::write(store.path(&model), b"MODEL").unwrap();
         let refused = block_on(store.ready(&m)).unwrap_err();
         assert!(matches!(&refused, StoreError::Corrupted { digest, .. } if digest == &model), "{refused}");
+    }
+
+    #[test]
+    fn bytes_from_the_object_store_that_do_not_match_their_digest_are_refused() {
+        let (bucket, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let digest = Digest::of(b"the model");
+        let forged = bucket.path().join("blobs/sha256");
+        std::fs::create_dir_all(&forged).unwrap();
+        std::fs::write(forged.join(digest.as_str()), b"something else").unwrap();
+        let host = clustered(dir.path(), bucket.path(), u64::MAX);
+        let refused = block_on(host.fetch(&digest)).unwrap_err();
+        assert!(matches!(refused, StoreError::DigestMismatch { .. }), "{refused}");
+        assert!(!host.path(&digest).exists(), "nothing kept");
     }
 
     #[test]

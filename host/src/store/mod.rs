@@ -14,7 +14,7 @@ mod etcd;
 mod records;
 mod remote;
 
-pub use blobs::{BlobStore, Digest, Manifest};
+pub use blobs::{BLOB_LIMIT, BlobStore, Digest, Manifest};
 pub use cache::Pin;
 pub use etcd::{Etcd, Lease};
 pub use records::{Change, Changes, Expect, Record, Records};
