@@ -159,7 +159,7 @@ async fn an_instance_that_waited_longer_than_the_timeout_still_serves() {
     let f = load("hostile", "digits", spec).await;
     let instance = f.instance().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (response, _retired) = instance.handle(&request("text/plain", "echo")).await;
+    let (response, _, _retired) = instance.handle(&request("text/plain", "echo")).await;
     assert_eq!(body(&response.unwrap()), "echo");
 }
 

@@ -5,11 +5,12 @@
 //! to zero) -> `runtime` (Wasm components, snapshots,
 //! instances and their limits, the wasi-nn host) -> `nn` (ONNX Runtime).
 //! `store` keeps records and blobs (on disk, or etcd and an object store
-//! for a cluster); `members` says which hosts serve; `cli` is the command
-//! line.
+//! for a cluster); `members` says which hosts serve; `journal` keeps each
+//! function's logs and events; `cli` is the command line.
 
 pub mod api;
 pub mod cli;
+pub mod journal;
 pub mod members;
 pub mod nn;
 pub mod pool;

@@ -1,4 +1,5 @@
 use clap::Parser;
+use nimbus::cli::{Cli, LogFormat};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -7,10 +8,13 @@ use tracing_subscriber::EnvFilter;
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("NIMBUS_LOG").unwrap_or_else(|_| EnvFilter::new("warn,guest=info")))
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("NIMBUS_LOG").unwrap_or_else(|_| EnvFilter::new("warn,guest=info"));
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -18,7 +22,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(nimbus::cli::Cli::parse().run());
+    let result = runtime.block_on(cli.run());
     // Dropping a runtime waits for every blocking task; a bounded wait
     // keeps a stuck one from holding the process after a SIGTERM.
     runtime.shutdown_timeout(EXIT_GRACE);

@@ -5,6 +5,7 @@ use super::root;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `nimbus` binary, built by `make build` (`cargo build --workspace`).
@@ -25,6 +26,7 @@ pub struct Server {
     pub token: String,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// An HTTP answer.
@@ -64,12 +66,15 @@ impl Server {
             .expect("start nimbus serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
                 }
                 eprintln!("[server] {line}");
+                kept.lock().unwrap().push(line);
             }
         });
         let url = rx.recv_timeout(Duration::from_secs(120)).expect("server did not start listening");
@@ -80,7 +85,13 @@ impl Server {
             token,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.to_vec(),
+            log,
         }
+    }
+
+    /// What the server wrote to stderr so far, a line each.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// Stops the server with SIGKILL and starts it again on the same data.

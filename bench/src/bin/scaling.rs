@@ -8,6 +8,7 @@
 //! Run with `make bench` (it builds the workspace, then runs
 //! `target/release/scaling`).
 
+use nimbus::journal::{Journals, Limits};
 use nimbus::members::{HostInfo, Members};
 use nimbus::pool::{Loader, Pool, Scaling};
 use nimbus::runtime::{ComponentCache, Function, FunctionSpec, Runtime};
@@ -47,6 +48,8 @@ async fn main() {
     }
 
     println!();
+    let limits = Limits { max_bytes: 64 << 20, max_age: Duration::from_secs(3600) };
+    let journals = Journals::open(dir.path(), "bench", limits).unwrap();
     println!("| burst from zero | concurrency | all answered ms | first answer ms |");
     println!("|---|---|---|---|");
     for w in Workload::all() {
@@ -54,6 +57,8 @@ async fn main() {
         let loader = Loader {
             runtime: runtime.clone(),
             name: w.name.into(),
+            version: 1,
+            journals: journals.clone(),
             source: w.source(),
             spec: FunctionSpec { sessions: 2, ..FunctionSpec::default() },
             cache: cache.clone(),
@@ -74,7 +79,7 @@ async fn main() {
             .map(|_| {
                 let (pool, request) = (pool.clone(), w.request());
                 tokio::spawn(async move {
-                    pool.invoke(request).await.unwrap();
+                    pool.invoke(request).await.result.unwrap();
                     ms(start.elapsed())
                 })
             })

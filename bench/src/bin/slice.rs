@@ -58,7 +58,7 @@ fn main() {
         let nimbus = measure(n, || {
             let instance = rt.block_on(function.instance()).unwrap();
             let start = Instant::now();
-            let (response, retired) = rt.block_on(instance.handle(&request));
+            let (response, _, retired) = rt.block_on(instance.handle(&request));
             let elapsed = start.elapsed();
             drop((response.unwrap(), retired));
             elapsed

@@ -74,6 +74,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// A journal (logs, events) that could not be read.
+    pub(crate) fn from_io(e: std::io::Error) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the journal could not be read; see the server log")
+            .with_detail(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

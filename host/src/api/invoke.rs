@@ -6,12 +6,15 @@
 //! to `live` (picked by weight when traffic is split) unless it names a
 //! version or alias.
 
-use super::App;
 use super::auth::Invoker;
 use super::error::ApiError;
+use super::{App, RequestId};
+use crate::journal::{Body as Line, Entry, Head, Invocation, Journal, Millis};
+use crate::pool::Served;
 use crate::registry::Target;
-use crate::runtime::Request;
-use axum::body::Body;
+use crate::runtime::{Output, Request};
+use axum::Extension;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -62,9 +65,26 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName, default: &str) -> S
     headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(default).to_owned()
 }
 
+/// The request's body, within the function's payload limit.
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is over this function's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit as usize).await.map_err(|_| too_large())
+}
+
 pub(super) async fn invoke(
     _: Invoker,
     State(app): State<Arc<App>>,
+    Extension(RequestId(id)): Extension<RequestId>,
     headers: HeaderMap,
     Path(name): Path<String>,
     query: Result<Query<InvokeQuery>, QueryRejection>,
@@ -82,45 +102,65 @@ pub(super) async fn invoke(
         Ok(routed) => routed,
         Err(e) => return e.into_response(),
     };
-    let config = &deployed.record.versions[&version].config;
-    let result = async {
-        let limit = config.payload_limit_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is over this function's limit of {limit} bytes"),
-            )
-        };
-        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
+    let limit = deployed.record.versions[&version].config.payload_limit_bytes;
+    let (result, cold, output, bytes_in) = match read_body(&headers, body, limit).await {
+        Ok(body) => {
+            let bytes_in = body.len() as u64;
+            let request = Request {
+                content_type: header_str(&headers, header::CONTENT_TYPE, ""),
+                accept: header_str(&headers, header::ACCEPT, "*/*"),
+                body: body.to_vec(),
+            };
+            let Served { result, cold, output } = pool.invoke(request).await;
+            (result.map_err(ApiError::from), cold, output, bytes_in)
         }
-        let body = axum::body::to_bytes(body, limit as usize).await.map_err(|_| too_large())?;
-        let request = Request {
-            content_type: header_str(&headers, header::CONTENT_TYPE, ""),
-            accept: header_str(&headers, header::ACCEPT, "*/*"),
-            body: body.to_vec(),
-        };
-        Ok::<_, ApiError>(pool.invoke(request).await?)
-    }
-    .await;
-    let mut response = match result {
+        Err(e) => (Err(e), false, Output::default(), 0),
+    };
+    let mut error = None;
+    let (mut response, latency, bytes_out) = match result {
         Ok(invoked) => {
             let model = invoked.handle;
+            let bytes_out = invoked.response.body.len() as u64;
             let mut r = (StatusCode::OK, invoked.response.body).into_response();
             if let Ok(ct) = HeaderValue::from_str(&invoked.response.content_type) {
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             let overhead = start.elapsed().saturating_sub(model);
-            pool.metrics.record_latency(model, overhead);
             r.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
             r.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
-            r
+            (r, Some((model, overhead)), bytes_out)
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            error = Some(e.code.to_owned());
+            let r = e.into_response();
+            let bytes_out = r.body().size_hint().exact().unwrap_or(0);
+            (r, None, bytes_out)
+        }
     };
-    pool.metrics.record_status(response.status().as_u16());
+    let status = response.status().as_u16();
+    pool.metrics.record(status, latency);
+    let (model, overhead) = latency.unwrap_or_default();
+    let outcome = Invocation {
+        status,
+        model_us: model.as_micros() as u64,
+        overhead_us: overhead.as_micros() as u64,
+        cold,
+        bytes_in,
+        bytes_out,
+        error,
+    };
+    log(&app.registry.journals().logs, &name, version, &id, outcome, output);
     response.headers_mut().insert(VERSION, HeaderValue::from(version));
     response
+}
+
+/// Keeps the request's record, then the guest's lines, in the function's log.
+fn log(logs: &Journal<Entry>, function: &str, version: u64, id: &str, outcome: Invocation, output: Output) {
+    let head = Head { time: Millis::now(), host: String::new(), function: function.to_owned(), version: Some(version) };
+    let entry = |body| Entry { head: head.clone(), request_id: id.to_owned(), body };
+    let lines = output.stdout.into_iter().map(|line| Line::Stdout { line });
+    for body in lines.chain(output.stderr.into_iter().map(|line| Line::Stderr { line })) {
+        logs.append(entry(body));
+    }
+    logs.append(entry(Line::Invocation(outcome)));
 }

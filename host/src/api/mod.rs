@@ -7,6 +7,7 @@
 //! with the request id. Documented in docs/api.md.
 
 mod auth;
+mod console;
 mod error;
 pub mod front;
 mod functions;
@@ -14,6 +15,8 @@ mod hosts;
 pub use functions::PAGE_MAX;
 mod invoke;
 mod metrics;
+mod observe;
+mod peers;
 mod versions;
 
 pub use auth::Tokens;
@@ -36,6 +39,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Who may do what.
     pub tokens: Tokens,
+    /// The other hosts, for views of the whole cluster.
+    peers: peers::Peers,
     ids: AtomicU64,
     id_prefix: u64,
 }
@@ -48,6 +53,7 @@ impl App {
         Arc::new(App {
             registry,
             tokens,
+            peers: peers::Peers::new(),
             ids: AtomicU64::new(0),
             id_prefix: seed ^ u64::from(std::process::id()) << 32,
         })
@@ -62,6 +68,9 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/console", get(console::root))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::asset))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/blobs/{digest}", put(functions::put_blob).head(functions::has_blob))
@@ -72,6 +81,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/functions/{name}/aliases/{alias}", put(versions::set_alias).delete(versions::delete_alias))
         .route("/v1/functions/{name}/traffic", put(versions::set_traffic))
         .route("/v1/functions/{name}/rollback", post(versions::rollback))
+        .route("/v1/functions/{name}/logs", get(observe::logs))
+        .route("/v1/functions/{name}/events", get(observe::events))
+        .route("/v1/functions/{name}/stats", get(observe::stats))
+        .route("/v1/stats", get(observe::summary))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })
@@ -79,10 +92,15 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A request's id, for handlers that log under it.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
 /// Gives every request an id (`x-nimbus-request-id`) and logs the detail
 /// of an error answer under it.
-async fn request_id(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+async fn request_id(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
     let id = app.next_request_id();
+    request.extensions_mut().insert(RequestId(id.clone()));
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
     if let Some(error::Detail(detail)) = response.extensions_mut().remove::<error::Detail>() {

@@ -107,6 +107,25 @@ impl Client {
         self.finish(self.auth(self.agent.get(self.url(path))).call())
     }
 
+    /// `GET path` whose answer is read as it comes (a followed log): no
+    /// overall timeout; the server's keep-alives show it is there.
+    pub(crate) fn get_stream(&self, path: &str) -> Result<impl std::io::BufRead + use<>, ClientError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        match self.auth(agent.get(self.url(path))).call() {
+            Ok(response) if response.status().as_u16() < 400 => {
+                Ok(std::io::BufReader::new(response.into_body().into_reader()))
+            }
+            other => Err(self.finish(other).err().unwrap_or_else(|| ClientError {
+                message: "the server did not stream an answer".into(),
+                exit: Exit::Refused,
+            })),
+        }
+    }
+
     /// Whether `path` exists (200) or not (404); any other refusal (a
     /// missing or wrong token, say) is an error.
     pub(crate) fn exists(&self, path: &str) -> Result<bool, ClientError> {

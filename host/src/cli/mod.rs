@@ -4,6 +4,7 @@
 mod client;
 mod deploy;
 mod hosts;
+mod logs;
 mod manage;
 mod run;
 mod serve;
@@ -17,8 +18,21 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "nimbus", version, about)]
 pub struct Cli {
+    /// How Nimbus writes its own log to stderr: `text` for people, `json`
+    /// (one object per line) for log collectors.
+    #[arg(long, global = true, env = "NIMBUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of the process's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// A JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +63,10 @@ enum Command {
     Config(versions::ConfigCmdArgs),
     /// List the hosts serving now (one, or a cluster's live members).
     Hosts(hosts::HostsArgs),
+    /// Print a function's log: a line per request and what its handler wrote (-f to follow).
+    Logs(logs::LogsArgs),
+    /// Print a function's events: deploys, rollbacks, canaries, cold starts, throttling, traps.
+    Events(logs::EventsArgs),
 }
 
 impl Cli {
@@ -68,6 +86,8 @@ impl Cli {
             Command::Rollback(args) => blocking(move || versions::rollback(args)).await,
             Command::Config(args) => blocking(move || versions::config(args)).await,
             Command::Hosts(args) => blocking(move || hosts::hosts(args)).await,
+            Command::Logs(args) => blocking(move || logs::logs(args)).await,
+            Command::Events(args) => blocking(move || logs::events(args)).await,
         }
     }
 }

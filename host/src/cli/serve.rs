@@ -1,6 +1,7 @@
 //! `nimbus serve`: the HTTP server over an embedded store.
 
 use crate::api::{self, App, Tokens};
+use crate::journal::{Journals, Limits};
 use crate::members::{HostInfo, Members};
 use crate::registry::{DEFAULT_KEEP, Options, Registry};
 use crate::runtime::Runtime;
@@ -86,6 +87,13 @@ pub(crate) struct ServeArgs {
     /// collected with their files.
     #[arg(long, default_value_t = DEFAULT_KEEP as u16, value_parser = clap::value_parser!(u16).range(1..=1000))]
     keep_versions: u16,
+    /// Most MB of logs kept per function (and as much again of events);
+    /// the oldest go first.
+    #[arg(long, env = "NIMBUS_LOG_MAX_MB", default_value_t = 64)]
+    log_max_mb: u64,
+    /// Age past which logs and events go (`7d`, `12h`).
+    #[arg(long, env = "NIMBUS_LOG_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    log_max_age: Duration,
     /// Most connections served at once; past it a new one gets 503.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -184,13 +192,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Bound first: the port chosen (with :0) is this host's default address.
     let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     let advertise = args.advertise.unwrap_or_else(|| format!("http://{}", listener.local_addr().unwrap_or(args.addr)));
+    let limits = Limits { max_bytes: args.log_max_mb.max(1) << 20, max_age: args.log_max_age };
+    let journals = Journals::open(&args.data_dir, &advertise, limits).context("opening the logs")?;
     let members = Arc::new(Members::alone(HostInfo::this_host(advertise, options.memory_budget_mb)));
-    let registry = Arc::new(Registry::open(Arc::new(store), runtime, members, options).await?);
+    let registry = Arc::new(Registry::open(Arc::new(store), runtime, members, journals, options).await?);
     let functions = registry.list().len();
     tracing::info!(addr = %args.addr, functions, "serving");
     eprintln!("nimbus listening on http://{} ({functions} functions)", listener.local_addr()?);
     let reaper = tokio::spawn(registry.clone().reap_forever());
     let follower = tokio::spawn(registry.clone().follow());
+    let observer = tokio::spawn(registry.clone().observe_forever());
     let membership = tokio::spawn({
         let registry = registry.clone();
         async move {
@@ -211,6 +222,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     api::serve(listener, App::new(registry.clone(), tokens), limits).await?;
     reaper.abort();
     follower.abort();
+    observer.abort();
     membership.abort();
     if let Some(etcd) = registry.store().records.etcd() {
         registry.members().leave(etcd).await;

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub throttles: AtomicU64,
     /// Requests that found no ready instance.
     pub cold_starts: AtomicU64,
+    /// Requests ended at their timeout.
+    pub timeouts: AtomicU64,
+    /// Requests ended for growing past their memory tier.
+    pub memory_exceeded: AtomicU64,
     /// Time inside the handler.
     pub model_latency: Histogram,
     /// Time around it: queueing, instance, body, auth.
@@ -74,6 +78,10 @@ pub struct Metrics {
     /// Time to bring the function up from zero (sessions, component, instance).
     pub model_setup: Histogram,
     recent: Mutex<VecDeque<(u32, u32)>>,
+    /// The last half hour, step by step (the console's charts).
+    pub timeline: super::Timeline,
+    /// Throttles, timeouts and memory traps already told as events.
+    reported: Mutex<[u64; 3]>,
 }
 
 /// Recent latency percentiles, in microseconds.
@@ -92,8 +100,27 @@ pub struct Percentiles {
 }
 
 impl Metrics {
+    /// Throttles, timeouts and memory traps since the last call.
+    pub fn unreported(&self) -> [u64; 3] {
+        let now = [&self.throttles, &self.timeouts, &self.memory_exceeded].map(|c| c.load(Ordering::Relaxed));
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        let new = [0, 1, 2].map(|i| now[i] - reported[i]);
+        *reported = now;
+        new
+    }
+
+    /// Counts one answer by its status, with its latencies (model,
+    /// overhead) when it was served.
+    pub fn record(&self, status: u16, latency: Option<(Duration, Duration)>) {
+        self.record_status(status);
+        if let Some((model, overhead)) = latency {
+            self.record_latency(model, overhead);
+        }
+        self.timeline.answered(status, latency);
+    }
+
     /// Counts one answer by its status.
-    pub fn record_status(&self, status: u16) {
+    fn record_status(&self, status: u16) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         match status {
             400..=499 => self.errors_4xx.fetch_add(1, Ordering::Relaxed),
@@ -103,7 +130,7 @@ impl Metrics {
     }
 
     /// Records the latencies of one served request.
-    pub fn record_latency(&self, model: Duration, overhead: Duration) {
+    fn record_latency(&self, model: Duration, overhead: Duration) {
         self.model_latency.observe(model);
         self.overhead_latency.observe(overhead);
         let mut recent = self.recent.lock().expect("metrics lock");
@@ -187,12 +214,14 @@ pub fn render(series: &[Series]) -> String {
         series.iter().map(|s| format!("function=\"{}\",version=\"{}\"", s.function, s.version)).collect();
     let rows: Vec<(&str, &Metrics, Gauges)> =
         series.iter().zip(&labels).map(|(s, l)| (l.as_str(), s.metrics, s.gauges)).collect();
-    let counters: [(&str, &str, Counter); 5] = [
+    let counters: [(&str, &str, Counter); 7] = [
         ("nimbus_invocations_total", "Requests received.", |m| &m.invocations),
         ("nimbus_invocation_4xx_errors_total", "Requests answered with a 4xx status.", |m| &m.errors_4xx),
         ("nimbus_invocation_5xx_errors_total", "Requests answered with a 5xx status.", |m| &m.errors_5xx),
         ("nimbus_throttles_total", "Requests refused with 429 at max concurrency.", |m| &m.throttles),
         ("nimbus_cold_starts_total", "Requests that found no ready instance.", |m| &m.cold_starts),
+        ("nimbus_timeouts_total", "Requests ended at their timeout.", |m| &m.timeouts),
+        ("nimbus_memory_exceeded_total", "Requests ended for growing past their memory tier.", |m| &m.memory_exceeded),
     ];
     for (name, help, read) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

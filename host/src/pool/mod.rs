@@ -20,13 +20,16 @@
 //! - a trap or timeout ends only its own instance.
 
 mod metrics;
+mod timeline;
 
 pub use metrics::{Gauges, Histogram, Metrics, Percentiles, Series, render};
+pub use timeline::{KEPT, STEP_S, Step, Timeline, step_of};
 
+use crate::journal::{EventKind, Journals};
 use crate::members::Members;
 use crate::runtime::{
-    ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Request, Retired, Runtime,
-    Source, Start, Validated, serve,
+    ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Output, Request, Retired,
+    Runtime, Source, Start, Validated, serve,
 };
 use crate::store::{BlobStore, Manifest, Pin, StoreError};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -116,6 +119,10 @@ pub struct Loader {
     pub runtime: Arc<Runtime>,
     /// The function's name.
     pub name: String,
+    /// The version this pool serves.
+    pub version: u64,
+    /// Where its events go.
+    pub journals: Arc<Journals>,
     /// Its code and artifacts.
     pub source: Source,
     /// How it runs.
@@ -173,6 +180,22 @@ pub struct Pool {
     session_bytes: AtomicU64,
     /// What the pool measured.
     pub metrics: Metrics,
+}
+
+/// A request's outcome, with what its guest wrote.
+pub struct Served {
+    /// The answer, or why there is none.
+    pub result: Result<Invoked, PoolError>,
+    /// Whether it found no ready instance.
+    pub cold: bool,
+    /// The guest's stdout and stderr lines.
+    pub output: Output,
+}
+
+impl Served {
+    fn refused(e: PoolError) -> Self {
+        Served { result: Err(e), cold: false, output: Output::default() }
+    }
 }
 
 /// Keeps the busy count honest on every path out of a request.
@@ -280,8 +303,7 @@ impl Pool {
                     StoreError::ObjectStore(m) => LoadError::Unavailable(m),
                     e => LoadError::Artifacts(e.to_string()),
                 };
-                tracing::error!(function = %l.name, "could not get its files: {e}");
-                self.lock().load_error = Some(e.to_string());
+                self.load_failed(&e);
                 e
             })?),
             None => None,
@@ -302,14 +324,14 @@ impl Pool {
         let function = match loaded {
             Ok(f) => Arc::new(f),
             Err(e) => {
-                tracing::error!(function = %l.name, "could not load: {e}");
-                self.lock().load_error = Some(e.to_string());
+                self.load_failed(&e);
                 return Err(e);
             }
         };
         self.metrics.model_setup.observe(start.elapsed());
         let held = held.unwrap_or_else(|| memory.charge(function.session_bytes() * l.spec.sessions as u64));
-        tracing::info!(function = %l.name, setup_ms = start.elapsed().as_millis() as u64, "loaded");
+        let setup = format!("loaded in {} ms", start.elapsed().as_millis());
+        l.journals.event(&l.name, Some(l.version), EventKind::Loaded, setup);
         let mut inner = self.lock();
         inner.function = Some(function.clone());
         inner.held = Some(held);
@@ -318,6 +340,12 @@ impl Pool {
         // Loading counts as use: a fresh load is not the first to evict.
         inner.last_used = Some(Instant::now());
         Ok(function)
+    }
+
+    fn load_failed(&self, e: &LoadError) {
+        let l = &self.loader;
+        l.journals.event(&l.name, Some(l.version), EventKind::LoadFailed, format!("could not load: {e}"));
+        self.lock().load_error = Some(e.to_string());
     }
 
     /// The key of the function's compiled snapshot on this host.
@@ -343,16 +371,17 @@ impl Pool {
     }
 
     /// Serves one request.
-    pub async fn invoke(self: &Arc<Self>, request: Request) -> Result<Invoked, PoolError> {
+    pub async fn invoke(self: &Arc<Self>, request: Request) -> Served {
         let (limit, slots) = self.slots();
         if limit.share == 0 {
-            self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
-            return Err(PoolError::NoShare { function: self.loader.name.clone(), limit });
+            self.throttled();
+            return Served::refused(PoolError::NoShare { function: self.loader.name.clone(), limit });
         }
         let acquired = tokio::time::timeout(self.scaling.queue_timeout, slots.acquire_owned()).await;
         let Some(permit) = acquired.ok().and_then(Result::ok) else {
-            self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
-            return Err(PoolError::Throttled { function: self.loader.name.clone(), limit, retry_after_s: 1 });
+            self.throttled();
+            let function = self.loader.name.clone();
+            return Served::refused(PoolError::Throttled { function, limit, retry_after_s: 1 });
         };
         let ready = {
             let mut inner = self.lock();
@@ -361,11 +390,16 @@ impl Pool {
             inner.ready.pop()
         };
         let busy = Busy(self.clone());
+        let cold = ready.is_none();
         let start = match ready {
             Some(instance) => Start::Warm(instance),
             None => {
                 self.metrics.cold_starts.fetch_add(1, Ordering::Relaxed);
-                Start::Cold(self.ensure_loaded(false).await?)
+                self.metrics.timeline.cold_start();
+                match self.ensure_loaded(false).await {
+                    Ok(function) => Start::Cold(function),
+                    Err(e) => return Served { result: Err(e.into()), cold, output: Output::default() },
+                }
             }
         };
         // One task per request on the guests' executor: it answers, frees
@@ -374,13 +408,34 @@ impl Pool {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let pool = self.clone();
         self.loader.runtime.spawn(async move {
-            let (invoked, retired) = serve(start, &request).await;
+            let (invoked, output, retired) = serve(start, &request).await;
             drop(busy);
             drop(permit);
-            let _ = answer.send(invoked);
+            let _ = answer.send((invoked, output));
             pool.refill(retired).await;
         });
-        Ok(answered.await.map_err(|e| InvokeError::Internal(format!("request task: {e}")))??)
+        let (result, output) = match answered.await {
+            Ok((result, output)) => (result.map_err(PoolError::from), output),
+            Err(e) => (Err(InvokeError::Internal(format!("request task: {e}")).into()), Output::default()),
+        };
+        match &result {
+            Err(PoolError::Invoke(InvokeError::Timeout(_))) => self.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
+            Err(PoolError::Invoke(InvokeError::MemoryExceeded(_))) => {
+                self.metrics.memory_exceeded.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+        Served { result, cold, output }
+    }
+
+    fn throttled(&self) {
+        self.metrics.throttles.fetch_add(1, Ordering::Relaxed);
+        self.metrics.timeline.throttled();
+    }
+
+    /// The function's name and the version this pool serves.
+    pub fn name(&self) -> (&str, u64) {
+        (&self.loader.name, self.loader.version)
     }
 
     /// This host's limit and its slots, remade first if the membership
@@ -460,7 +515,8 @@ impl Pool {
             (std::mem::take(&mut inner.ready), inner.function.take(), inner.held.take(), inner.pin.take())
         };
         drop(dropped);
-        tracing::info!(function = %self.loader.name, "scaled to zero");
+        let l = &self.loader;
+        l.journals.event(&l.name, Some(l.version), EventKind::ScaledToZero, "scaled to zero");
         true
     }
 

@@ -28,6 +28,7 @@ pub use config::{DEFAULT_PAYLOAD_LIMIT, FunctionConfig, validate_name};
 pub use record::{Artifact, Bundle, CANARY_MAX_SECONDS, CanarySpec, SharedSnapshot, Version};
 pub use versions::{Canary, CanaryState, DEFAULT_KEEP, FunctionRecord, LIVE, MAX_SPLIT, Refused, Weight};
 
+use crate::journal::{EventKind, Journals};
 use crate::members::{HostInfo, Members};
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
@@ -153,6 +154,8 @@ pub struct Registry {
     watches: Mutex<HashMap<String, Watch>>,
     /// The live hosts, for each one's share of max concurrency.
     members: Arc<Members>,
+    /// Where logs and events go.
+    journals: Arc<Journals>,
     options: Options,
 }
 
@@ -314,6 +317,7 @@ impl Registry {
         store: Arc<Store>,
         runtime: Arc<Runtime>,
         members: Arc<Members>,
+        journals: Arc<Journals>,
         options: Options,
     ) -> Result<Self, RegistryError> {
         let cache = ComponentCache::new(store.compiled_dir());
@@ -327,6 +331,7 @@ impl Registry {
             applied: Default::default(),
             watches: Mutex::default(),
             members,
+            journals,
             options,
         };
         let (records, at) = registry.store.records.list().await?;
@@ -452,6 +457,11 @@ impl Registry {
         &self.runtime
     }
 
+    /// Where logs and events go.
+    pub fn journals(&self) -> &Arc<Journals> {
+        &self.journals
+    }
+
     /// The live hosts.
     pub fn members(&self) -> &Arc<Members> {
         &self.members
@@ -544,6 +554,11 @@ impl Registry {
         if let Some(d) = &current {
             let live = d.record.live();
             if live.wasm == bundle.wasm && live.artifacts_digest == artifacts_digest && live.config == bundle.config {
+                let same = format!(
+                    "deploy changed nothing: the same handler, artifacts and config as live version {}",
+                    live.version
+                );
+                self.journals.event(name, Some(live.version), EventKind::Deployed, same);
                 return Ok((d.clone(), live.version, Deployment::Unchanged));
             }
         } else if bundle.canary.is_some() {
@@ -581,32 +596,60 @@ impl Registry {
         let pools = current.as_ref().map_or_else(Arc::default, |d| d.pools.clone());
         let expect = current.as_ref().map_or(Expect::Absent, |d| Expect::Revision(d.revision));
         let deployed = self.commit(record, pools, expect, Some((number, pool)), &dropped).await?;
-        tracing::info!(function = name, version = number, live = deployed.record.aliases[LIVE], "deployed");
+        let v = &deployed.record.versions[&number];
+        let mut said = format!(
+            "version {number} deployed ({} MB, max concurrency {}); live is version {}",
+            v.config.memory_mb, v.config.max_concurrency, deployed.record.aliases[LIVE]
+        );
+        if let Some(c) = deployed.record.running_canary().filter(|c| c.version == number) {
+            said =
+                format!("{said}; as a canary taking {}% of live traffic for {} s", c.percent, c.ends_at - c.started_at);
+        }
+        self.journals.event(name, Some(number), EventKind::Deployed, said);
         let deployment = if current.is_some() { Deployment::Updated } else { Deployment::Created };
         Ok((deployed, number, deployment))
     }
 
     /// Points `alias` of `name` at `version`.
     pub async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<Arc<Deployed>, RegistryError> {
-        self.change(name, |r| r.set_alias(alias, version)).await
+        let d = self.change(name, |r| r.set_alias(alias, version)).await?;
+        self.journals.event(
+            name,
+            Some(version),
+            EventKind::AliasSet,
+            format!("alias `{alias}` points at version {version}"),
+        );
+        Ok(d)
     }
 
     /// Removes `alias` of `name`.
     pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<Arc<Deployed>, RegistryError> {
-        self.change(name, |r| r.delete_alias(alias)).await
+        let d = self.change(name, |r| r.delete_alias(alias)).await?;
+        self.journals.event(name, None, EventKind::AliasDeleted, format!("alias `{alias}` removed"));
+        Ok(d)
     }
 
     /// Splits `live` traffic of `name` over `weights`.
     pub async fn set_traffic(&self, name: &str, weights: &[Weight]) -> Result<Arc<Deployed>, RegistryError> {
-        self.change(name, |r| r.set_traffic(weights)).await
+        let d = self.change(name, |r| r.set_traffic(weights)).await?;
+        let split: Vec<String> =
+            d.record.routes().iter().map(|w| format!("version {} {}%", w.version, w.percent)).collect();
+        self.journals.event(name, None, EventKind::TrafficSet, format!("live traffic split: {}", split.join(", ")));
+        Ok(d)
     }
 
     /// Moves `live` of `name` back, to `to` or the previous kept version.
     /// Nothing is uploaded or compiled: the version's pool serves at once
     /// if it is loaded, else its next request is a cold start.
     pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<Arc<Deployed>, RegistryError> {
+        let from = self.get(name).map(|d| d.record.aliases[LIVE]);
         let d = self.change(name, |r| r.rollback(to).map(drop)).await?;
-        tracing::info!(function = name, version = d.record.aliases[LIVE], "rolled back");
+        let now = d.record.aliases[LIVE];
+        let said = match from {
+            Some(from) if from != now => format!("live rolled back from version {from} to version {now}"),
+            _ => format!("live stays at version {now}"),
+        };
+        self.journals.event(name, Some(now), EventKind::RolledBack, said);
         Ok(d)
     }
 
@@ -694,7 +737,7 @@ impl Registry {
         let current = self.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))?;
         self.store.records.delete(name, Expect::Revision(current.revision)).await?;
         self.live.write().expect("registry lock").remove(name);
-        tracing::info!(function = name, "deleted");
+        self.journals.event(name, None, EventKind::Deleted, "deleted with every version");
         self.collect_garbage().await;
         Ok(())
     }
@@ -765,6 +808,8 @@ impl Registry {
         let loader = Loader {
             runtime: self.runtime.clone(),
             name: name.to_owned(),
+            version: version.version,
+            journals: self.journals.clone(),
             source,
             spec: version.config.spec(),
             cache: self.cache.clone(),
@@ -821,6 +866,47 @@ impl Registry {
         }
     }
 
+    /// Every step of the pools' timelines: notes each loaded pool's
+    /// instances, and tells throttles, timeouts and memory traps since the
+    /// last step as events (one per kind and step: a burst is one line).
+    pub async fn observe_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(crate::pool::STEP_S));
+        loop {
+            tick.tick().await;
+            self.observe();
+        }
+    }
+
+    fn observe(&self) {
+        for d in self.list() {
+            for (version, pool) in d.pools() {
+                let g = pool.gauges();
+                if g.loaded {
+                    pool.metrics.timeline.instances(g.warm_instances, g.busy_instances);
+                }
+                let [throttles, timeouts, memory] = pool.metrics.unreported();
+                let Some(config) = d.record.versions.get(&version).map(|v| &v.config) else { continue };
+                let name = &d.record.name;
+                let every = crate::pool::STEP_S;
+                let told = [
+                    (throttles, EventKind::Throttled, format!("at max concurrency {}", config.max_concurrency)),
+                    (timeouts, EventKind::Timeouts, format!("ran past the timeout of {} s", config.timeout_s)),
+                    (
+                        memory,
+                        EventKind::MemoryExceeded,
+                        format!("trapped at the memory tier of {} MB", config.memory_mb),
+                    ),
+                ];
+                for (n, kind, what) in told {
+                    if n > 0 {
+                        let plural = if n == 1 { "request" } else { "requests" };
+                        self.journals.event(name, Some(version), kind, format!("{n} {plural} {what} (last {every} s)"));
+                    }
+                }
+            }
+        }
+    }
+
     /// Promotes or rolls back every running canary the rule (see
     /// [`canary::judge`]) has an answer for. Counts start when this process
     /// first sees the canary: after a restart its window goes on, judged on
@@ -864,8 +950,14 @@ impl Registry {
                 })
                 .await;
             match decided {
-                Ok(_) if promote => tracing::info!(function = %name, version = c.version, "canary promoted: {reason}"),
-                Ok(_) => tracing::warn!(function = %name, version = c.version, "canary rolled back: {reason}"),
+                Ok(_) => {
+                    let (kind, what) = match promote {
+                        true => (EventKind::CanaryPromoted, "promoted"),
+                        false => (EventKind::CanaryRolledBack, "rolled back"),
+                    };
+                    let said = format!("canary version {} {what}: {reason}", c.version);
+                    self.journals.event(&name, Some(c.version), kind, said);
+                }
                 Err(e) => tracing::error!(function = %name, "canary decision not stored: {e}"),
             }
         }

@@ -13,8 +13,8 @@ use super::cache::{ComponentCache, digest_dir};
 use super::engine::Runtime;
 use super::instance::{Instance, Retired};
 use super::limits::MemoryTier;
-use super::state::State;
 use super::state::StoreSpec;
+use super::state::{Output, State};
 use super::{InvokeError, LoadError, Request, Response, snapshot};
 use crate::nn::{GraphOptions, Graphs};
 use std::path::{Path, PathBuf};
@@ -171,8 +171,13 @@ impl Function {
     /// its timings: the one way into a function for callers without a pool.
     pub async fn call(self: &Arc<Self>, request: Request) -> Result<Invoked, InvokeError> {
         let start = Start::Cold(self.clone());
+        let self_name = self.name.clone();
         self.runtime
-            .run(async move { serve(start, &request).await.0 })
+            .run(async move {
+                let (result, output, _) = serve(start, &request).await;
+                output.log(&self_name);
+                result
+            })
             .await
             .map_err(|e| InvokeError::Internal(format!("request task: {e}")))?
     }
@@ -186,22 +191,22 @@ pub enum Start {
     Cold(Arc<Function>),
 }
 
-/// Serves `request` from `start`, timing both steps. Also returns what is
-/// left of the instance, to be dropped off the request's path. Call it on
-/// the guests' executor ([`Runtime::run`]).
-pub async fn serve(start: Start, request: &Request) -> (Result<Invoked, InvokeError>, Option<Retired>) {
+/// Serves `request` from `start`, timing both steps. Also returns what the
+/// guest wrote and what is left of the instance, to be dropped off the
+/// request's path. Call it on the guests' executor ([`Runtime::run`]).
+pub async fn serve(start: Start, request: &Request) -> (Result<Invoked, InvokeError>, Output, Option<Retired>) {
     let begin = Instant::now();
     let instance = match start {
         Start::Warm(instance) => instance,
         Start::Cold(function) => match function.instance().await {
             Ok(instance) => instance,
-            Err(e) => return (Err(e), None),
+            Err(e) => return (Err(e), Output::default(), None),
         },
     };
     let instantiate = begin.elapsed();
-    let (response, retired) = instance.handle(request).await;
+    let (response, output, retired) = instance.handle(request).await;
     let handle = begin.elapsed() - instantiate;
-    (response.map(|response| Invoked { response, instantiate, handle }), Some(retired))
+    (response.map(|response| Invoked { response, instantiate, handle }), output, Some(retired))
 }
 
 /// Where a function's code and artifacts come from, named by content so

@@ -13,7 +13,7 @@
 use super::bindings::{GuestError, Handler};
 use super::engine::Slot;
 use super::function::Function;
-use super::state::{State, StoreSpec};
+use super::state::{Output, State, StoreSpec};
 use super::{InvokeError, Request, Response, explain_trap};
 use std::sync::Arc;
 use wasmtime::Store;
@@ -50,15 +50,16 @@ impl Instance {
         Ok(Instance { function, store, handler, slot })
     }
 
-    /// Serves the request; consumes the instance. Also returns what is
-    /// left of it: drop that off the request's path, since dropping resets
-    /// the memory slot the request dirtied.
-    pub async fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Retired) {
+    /// Serves the request; consumes the instance. Also returns what the
+    /// guest wrote, and what is left of the instance: drop that off the
+    /// request's path, since dropping resets the memory slot the request
+    /// dirtied.
+    pub async fn handle(mut self, request: &Request) -> (Result<Response, InvokeError>, Output, Retired) {
         // A pre-made instance may have waited in the pool for longer than
         // the timeout: the clock starts with the request, not the instance.
         let timeout = self.function.spec.timeout;
         let result = tokio::time::timeout(timeout, self.handler.call_handle(&mut self.store, request)).await;
-        let stderr = self.store.data().flush_logs(&self.function.name);
+        let output = self.store.data().output();
         let outcome = match result {
             Err(_elapsed) => Err(InvokeError::Timeout(timeout)),
             Ok(Ok(Ok(response))) => Ok(response),
@@ -66,9 +67,9 @@ impl Instance {
             Ok(Ok(Err(GuestError::UnsupportedMediaType(m)))) => Err(InvokeError::UnsupportedMediaType(m)),
             Ok(Ok(Err(GuestError::NotAcceptable(m)))) => Err(InvokeError::NotAcceptable(m)),
             Ok(Ok(Err(GuestError::Failed(m)))) => Err(InvokeError::Failed(m)),
-            Ok(Err(e)) => Err(InvokeError::from_trap(&e, stderr)),
+            Ok(Err(e)) => Err(InvokeError::from_trap(&e, output.explanation())),
         };
-        (outcome, Retired { _store: self.store, _slot: self.slot })
+        (outcome, output, Retired { _store: self.store, _slot: self.slot })
     }
 }
 

@@ -24,6 +24,7 @@ pub use engine::{DEFAULT_INSTANCES, INSTANCES, Runtime};
 pub use function::{Function, FunctionSpec, Invoked, Source, Start, serve};
 pub use instance::{Instance, Retired};
 pub use limits::{Held, HostMemory, MemoryExceeded, MemoryTier};
+pub use state::Output;
 
 use std::time::Duration;
 

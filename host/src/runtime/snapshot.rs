@@ -53,7 +53,9 @@ pub(crate) async fn snapshot(
         linker.instantiate_async(store, component).await.inspect_err(|e| link_error = Some(format!("{e:#}")))
     });
     let result = tokio::time::timeout(timeout, run).await;
-    let stderr = store.data().flush_logs(function);
+    let output = store.data().output();
+    output.log(function);
+    let stderr = output.explanation();
     let Ok(result) = result else {
         return Err(LoadError::Init(format!("init ran past its limit of {} s (init_timeout_s)", timeout.as_secs())));
     };

@@ -2,9 +2,8 @@
 //! `/model` mounted read-only, its resource table, the function's graphs and
 //! its memory budget (guest and host memory against the tier, and against
 //! the host's memory for all requests). Guest stdout and stderr are
-//! captured per store, so
-//! each line reaches the host's log tagged with its function and the tail
-//! of stderr can explain a trap.
+//! captured per store, so each line reaches the function's log tagged with
+//! its request, and the tail of stderr can explain a trap.
 
 use super::limits::{Budget, HostMemory, MemoryTier};
 use crate::nn::Graphs;
@@ -57,23 +56,43 @@ impl State {
         })
     }
 
-    /// Sends captured guest output to the log; returns what stderr says
-    /// about a failure: a Rust panic's message, else its last line.
-    pub(crate) fn flush_logs(&self, function: &str) -> Option<String> {
+    /// What the guest wrote, as lines.
+    pub(crate) fn output(&self) -> Output {
         let lines = |bytes: &[u8]| -> Vec<String> {
             String::from_utf8_lossy(bytes).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
         };
-        for line in lines(&self.stdout.contents()) {
+        Output { stdout: lines(&self.stdout.contents()), stderr: lines(&self.stderr.contents()) }
+    }
+}
+
+/// The lines a guest wrote while serving one request (or running `init`).
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Its stdout.
+    pub stdout: Vec<String>,
+    /// Its stderr.
+    pub stderr: Vec<String>,
+}
+
+impl Output {
+    /// Sends the lines to the host's own log (where no journal keeps them:
+    /// `nimbus run`, a deploy's `init`).
+    pub(crate) fn log(&self, function: &str) {
+        for line in &self.stdout {
             tracing::info!(target: "guest", function, "{line}");
         }
-        let stderr = lines(&self.stderr.contents());
-        for line in &stderr {
+        for line in &self.stderr {
             tracing::warn!(target: "guest", function, "{line}");
         }
-        let panic = stderr.iter().position(|l| l.contains(" panicked at "));
+    }
+
+    /// What stderr says about a failure: a Rust panic's message, else its
+    /// last line.
+    pub(crate) fn explanation(&self) -> Option<String> {
+        let panic = self.stderr.iter().position(|l| l.contains(" panicked at "));
         match panic {
-            Some(i) => stderr.get(i + 1).map(|m| format!("panicked: {m}")),
-            None => stderr.last().cloned(),
+            Some(i) => self.stderr.get(i + 1).map(|m| format!("panicked: {m}")),
+            None => self.stderr.last().cloned(),
         }
     }
 }

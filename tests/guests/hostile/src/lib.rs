@@ -42,6 +42,12 @@ impl Handler for Hostile {
         let text = request.text()?.trim().to_owned();
         match text.split_once(':').unwrap_or((&text, "")) {
             ("echo", _) => Ok(Response::bytes("text/plain", request.body.clone())),
+            // A line to each of stdout and stderr (the function's log).
+            ("say", words) => {
+                println!("{words}");
+                eprintln!("to stderr: {words}");
+                Ok(Response::bytes("text/plain", b"said".to_vec()))
+            }
             ("count", _) => Ok(Response::bytes("text/plain", self.seen.get().to_string().into_bytes())),
             ("loop", _) => spin(),
             ("tensors", spec) => {
