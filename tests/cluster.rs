@@ -272,3 +272,71 @@ fn live_hosts_are_listed_and_share_max_concurrency() {
         assert!(served, "{} has a share of its own", h.url);
     }
 }
+
+#[test]
+fn logs_events_and_charts_cover_every_host() {
+    let c = cluster(3);
+    let [one, two, three] = &c.hosts[..] else { unreachable!() };
+    assert!(deploy(one, "f", "one").status.success());
+    until_served(two, "f", "one");
+    let ids: Vec<String> = [one, two]
+        .iter()
+        .map(|h| h.invoke("f", "text/plain", "say:hi").header("x-nimbus-request-id").to_owned())
+        .collect();
+    let get = |path: &str| -> serde_json::Value {
+        let a = three.http("GET", path, Some(&three.token), &[], b"");
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        serde_json::from_str(&a.body).unwrap()
+    };
+    // Asked of host 3, which served none of them: each host's records, by time.
+    for (id, host) in ids.iter().zip([one, two]) {
+        let path = format!("/v1/functions/f/logs?request={id}");
+        let mut answer = serde_json::Value::Null;
+        let found = Server::wait_until(Duration::from_secs(10), || {
+            answer = get(&path);
+            answer["entries"].as_array().is_some_and(|e| e.len() == 3)
+        });
+        assert!(found, "{answer}");
+        assert!(answer["entries"].as_array().unwrap().iter().all(|e| e["host"] == host.url.as_str()), "{answer}");
+    }
+    let events = get("/v1/functions/f/events");
+    let loaded_on: std::collections::BTreeSet<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "loaded")
+        .filter_map(|e| e["host"].as_str())
+        .collect();
+    assert!(loaded_on.contains(one.url.as_str()) && loaded_on.contains(two.url.as_str()), "{events}");
+    let stats = get("/v1/functions/f/stats?minutes=1");
+    let served: u64 = stats["points"].as_array().unwrap().iter().map(|p| p["invocations"].as_u64().unwrap()).sum();
+    assert!(served >= 3, "the until_served polls and both requests: {stats}");
+    assert_eq!(stats["hosts"], 3, "{stats}");
+    let summary = get("/v1/stats?minutes=1");
+    assert_eq!(summary["functions"]["f"]["invocations"].as_u64(), Some(served), "{summary}");
+
+    // A log followed through host 3 shows a request host 1 serves.
+    let mut follow = std::process::Command::new(nimbus_tests::nimbus_bin())
+        .args(["logs", "f", "-f", "--limit", "1", "--json"])
+        .env("NIMBUS_SERVER", &three.url)
+        .env("NIMBUS_TOKEN", &three.token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the backlog");
+    let id = one.invoke("f", "text/plain", "say:followed").header("x-nimbus-request-id").to_owned();
+    let seen = Server::wait_until(Duration::from_secs(10), || {
+        rx.try_iter().any(|l| l.contains(&id) && l.contains(one.url.as_str()) && l.contains("\"stdout\""))
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen, "host 1's request never reached the log followed through host 3");
+}

@@ -19,6 +19,7 @@ pub use record::{Body, Entry, Event, EventKind, Head, Invocation, Millis, Record
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -112,7 +113,7 @@ impl<T: Record> Journal<T> {
     /// coming from `host`, and starts its writer thread (which ends when
     /// the journal is dropped).
     pub fn open(root: &Path, host: &str, limits: Limits) -> std::io::Result<Self> {
-        std::fs::create_dir_all(root)?;
+        private_dir(root)?;
         let (queue, pending) = std::sync::mpsc::sync_channel(QUEUE);
         let inner = Arc::new(Inner {
             root: root.to_path_buf(),
@@ -173,6 +174,11 @@ impl<T: Record> Journal<T> {
 
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> std::io::Result<R> + Send + 'static) -> std::io::Result<R> {
     tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)?
+}
+
+/// Logs hold what handlers wrote: only the server's user reads them.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
 /// A function's segments, oldest first, with their first times.
@@ -310,11 +316,12 @@ impl<T: Record> Writer<T> {
                 let known = segments(&dir).iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
                 self.sizes.insert(function.to_owned(), known);
             }
-            std::fs::create_dir_all(&dir)?;
+            private_dir(&dir)?;
             // A new segment starts after the last one, even within a millisecond.
             let last = segments(&dir).last().map_or(i64::MIN, |(s, _)| *s);
             let start = Millis::now().0.max(last + 1);
-            let file = OpenOptions::new().create(true).append(true).open(dir.join(format!("{start:013}.jsonl")))?;
+            let path = dir.join(format!("{start:013}.jsonl"));
+            let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
             self.open.insert(function.to_owned(), Segment { file: BufWriter::with_capacity(64 << 10, file), bytes: 0 });
         }
         let segment = self.open.get_mut(function).expect("opened above");
