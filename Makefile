@@ -13,9 +13,9 @@ WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 
-.PHONY: build run test lint services bench bench-many bench-versions bench-cluster soak fuzz toolchain wasm host clean-models
+.PHONY: build run test lint services console bench bench-many bench-versions bench-cluster soak fuzz toolchain wasm host clean-models
 
-build: toolchain $(ORT_LIB) $(MODELS) wasm host
+build: toolchain $(ORT_LIB) $(MODELS) wasm console host
 
 # Debian packages, installed when missing: protoc and the well-known protos
 # (etcd-client compiles etcd's API at build time); etcd for the tests.
@@ -34,6 +34,7 @@ GARAGE := $(HOME)/.cache/nimbus/tools/bin/garage
 services: $(GARAGE)
 	@command -v etcd >/dev/null || $(APT) etcd-server
 	@command -v haproxy >/dev/null || $(APT) haproxy
+	@command -v chromium >/dev/null || $(APT) chromium
 
 $(GARAGE):
 	cargo install --locked --root $(HOME)/.cache/nimbus/tools garage@2.5.0 --no-default-features --features sqlite,bundled-libs
@@ -51,6 +52,23 @@ $(ORT_LIB): $(VENV)/.ready
 
 $(MODELS) &: $(VENV)/.ready scripts/make_models.py
 	$(PY) scripts/make_models.py
+
+# The web console (console/, Vite + Preact + uPlot from npm), built into
+# console/dist, which the host embeds: built before it, and again only when
+# its sources change. Vite needs Node 20.19 or later.
+CONSOLE_SRC := $(shell find console/src console/index.html console/package.json console/package-lock.json console/vite.config.js 2>/dev/null)
+
+console: console/dist/index.html
+
+console/node_modules/.ready: console/package.json console/package-lock.json
+	@command -v npm >/dev/null || $(APT) nodejs npm
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a==20&&b<19)) { console.error("the console needs Node 20.19 or later; this is "+process.version); process.exit(1) }'
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+console/dist/index.html: console/node_modules/.ready $(CONSOLE_SRC)
+	cd console && npm run build --silent
+	touch $@
 
 wasm: toolchain
 	cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml
