@@ -220,3 +220,19 @@ fn the_server_log_can_be_json_lines() {
         .collect();
     assert!(other.is_empty(), "lines that are not JSON: {other:#?}");
 }
+
+#[test]
+fn events_tell_memory_traps_and_scaling_to_zero() {
+    let (_dir, s) = start(&[]);
+    s.deploy("h", "hostile", "digits", &["--memory", "1024", "--idle-timeout", "1"]);
+    let a = s.invoke("h", "text/plain", "alloc:2000");
+    assert_eq!(a.status, 500, "{}", a.body);
+    let events = poll(&s, "/v1/functions/h/events", |v| {
+        let kinds: Vec<String> =
+            entries(v, "events").iter().filter_map(|e| Some(e["kind"].as_str()?.to_owned())).collect();
+        kinds.iter().any(|k| k == "memory_exceeded") && kinds.iter().any(|k| k == "scaled_to_zero")
+    });
+    let trap = entries(&events, "events").into_iter().find(|e| e["kind"] == "memory_exceeded").unwrap();
+    assert_eq!(trap["message"].as_str(), Some("1 request trapped at the memory tier of 1024 MB (last 5 s)"), "{trap}");
+    assert_eq!(trap["version"].as_u64(), Some(1));
+}
