@@ -7,11 +7,6 @@ class ApiError extends Error {
     this.status = status;
     this.code = code;
   }
-
-  /** The server is older than this console and lacks the endpoint. */
-  get missing() {
-    return this.code === 'no_route';
-  }
 }
 
 const enc = encodeURIComponent;

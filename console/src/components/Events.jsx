@@ -21,7 +21,7 @@ export function Events({ name, tick }) {
       <h2 id="events-title">Events</h2>
       <Problem error={error} what="the event history" />
       {data?.truncated && <p class="hint">Showing the newest {LIMIT} events.</p>}
-      <div class="table-wrap scroll-y" tabIndex={0} role="region" aria-labelledby="events-title" hidden={error?.missing}>
+      <div class="table-wrap scroll-y" tabIndex={0} role="region" aria-labelledby="events-title">
         <table data-testid="events-table">
           <thead>
             <tr>

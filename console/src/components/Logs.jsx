@@ -1,7 +1,6 @@
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { followLogs } from '../api.js';
 import { bytes, clockTime, latency, localTime } from '../format.js';
-import { Problem } from './Problem.jsx';
 
 const CAP = 1000;
 const BACKLOG = 200;
@@ -100,7 +99,6 @@ function useLogStream(name, paused) {
           setState({ phase: 'retrying', why: 'the stream ended' });
         } catch (error) {
           if (ctl.signal.aborted || error.status === 401) return;
-          if (error.missing) return setState({ phase: 'missing', error });
           setState({ phase: 'retrying', why: error.message });
         }
         await pause(RETRY_MS, ctl.signal);
@@ -146,67 +144,61 @@ export function Logs({ name }) {
           {state.phase === 'retrying' && ` (${state.why})`}
         </span>
       </div>
-      {state.phase === 'missing' ? (
-        <Problem error={state.error} what="function logs" />
-      ) : (
-        <>
-          <div class="row">
-            <button type="button" aria-pressed={paused ? 'true' : 'false'} onClick={() => setPaused(!paused)}>
-              {paused ? 'Resume' : 'Pause'}
-            </button>
-            <label class="inline grow">
-              Filter by request id
-              <input type="search" value={filter} onInput={(e) => setFilter(e.currentTarget.value)} spellcheck={false} />
-            </label>
-            <span class="hint">
-              {shown.length} of {rows.length} lines (newest {CAP} kept)
-            </span>
-          </div>
-          <div
-            class="table-wrap logs"
-            ref={box}
-            tabIndex={0}
-            role="region"
-            aria-label="Log lines"
-            onScroll={(e) => {
-              const el = e.currentTarget;
-              atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
-            }}
-          >
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">Time</th>
-                  <th scope="col">Request</th>
-                  <th scope="col" class="num">Version</th>
-                  <th scope="col">Kind</th>
-                  <th scope="col">Details</th>
-                </tr>
-              </thead>
-              <tbody>
-                {shown.map((e) => (
-                  <tr key={e.key} data-testid="log-row" data-request-id={e.request_id} data-kind={e.kind}>
-                    <td>
-                      <time dateTime={e.time} title={`${localTime(e.time)} on ${e.host}`}>
-                        {clockTime(e.time)}
-                      </time>
-                    </td>
-                    <td>
-                      <code>{e.request_id}</code>
-                    </td>
-                    <td class="num">v{e.version}</td>
-                    <td>{e.kind}</td>
-                    <td>
-                      <Details e={e} />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-            {rows.length === 0 && state.phase === 'live' && <p class="hint pad">No log lines yet: invoke the function.</p>}
-          </div>
-        </>
-      )}
+      <div class="row">
+        <button type="button" aria-pressed={paused ? 'true' : 'false'} onClick={() => setPaused(!paused)}>
+          {paused ? 'Resume' : 'Pause'}
+        </button>
+        <label class="inline grow">
+          Filter by request id
+          <input type="search" value={filter} onInput={(e) => setFilter(e.currentTarget.value)} spellcheck={false} />
+        </label>
+        <span class="hint">
+          {shown.length} of {rows.length} lines (newest {CAP} kept)
+        </span>
+      </div>
+      <div
+        class="table-wrap logs"
+        ref={box}
+        tabIndex={0}
+        role="region"
+        aria-label="Log lines"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
+        }}
+      >
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Time</th>
+              <th scope="col">Request</th>
+              <th scope="col" class="num">Version</th>
+              <th scope="col">Kind</th>
+              <th scope="col">Details</th>
+            </tr>
+          </thead>
+          <tbody>
+            {shown.map((e) => (
+              <tr key={e.key} data-testid="log-row" data-request-id={e.request_id} data-kind={e.kind}>
+                <td>
+                  <time dateTime={e.time} title={`${localTime(e.time)} on ${e.host}`}>
+                    {clockTime(e.time)}
+                  </time>
+                </td>
+                <td>
+                  <code>{e.request_id}</code>
+                </td>
+                <td class="num">v{e.version}</td>
+                <td>{e.kind}</td>
+                <td>
+                  <Details e={e} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        {rows.length === 0 && state.phase === 'live' && <p class="hint pad">No log lines yet: invoke the function.</p>}
+      </div>
     </section>
   );
 }

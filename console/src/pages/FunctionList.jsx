@@ -36,7 +36,7 @@ export function FunctionList() {
         </a>
       </div>
       <Problem error={error} what="the functions" />
-      {statsError && !statsError.missing && <Problem error={statsError} what="the 15-minute stats" />}
+      {statsError && <Problem error={statsError} what="the 15-minute stats" />}
       {data && data.functions.length === 0 && (
         <div class="card empty">
           <p>No functions are deployed yet.</p>
@@ -77,7 +77,7 @@ export function FunctionList() {
                       <a href={functionHref(fn.name)}>{fn.name}</a>
                     </th>
                     <td>
-                      <StateBadge state={fn.state} />
+                      <StateBadge state={s.state || fn.state} />
                     </td>
                     <td>
                       v{fn.aliases?.live ?? fn.version} <Aliases names={aliasesOf(fn.aliases, fn.aliases?.live ?? fn.version)} />
@@ -100,7 +100,7 @@ export function FunctionList() {
       <p id="functions-note" class="hint">
         {windowed || !data
           ? `Invocations, errors and model latency over the last ${WINDOW_MIN} minutes, refreshed every 5 s.`
-          : 'Counts and latency since the server started (this server has no windowed stats), refreshed every 5 s.'}
+          : 'Counts and latency since the server started (the windowed stats could not be loaded), refreshed every 5 s.'}
       </p>
     </>
   );
