@@ -144,6 +144,8 @@ fn logs_and_events_survive_a_restart_and_stay_under_their_size() {
     let s = s.kill_and_restart();
     let kept = get(&s, &format!("/v1/functions/h/logs?request={last}"));
     assert_eq!(entries(&kept, "entries").len(), 3, "the newest request's lines outlive a crash");
+    let line = entries(&kept, "entries")[0]["line"].as_str().unwrap().to_owned();
+    assert!(line.len() < 17_000 && line.ends_with(" [cut: 100000 bytes]"), "a long line is cut: {} bytes", line.len());
     let events = get(&s, "/v1/functions/h/events");
     assert!(entries(&events, "events").iter().any(|e| e["kind"] == "deployed"), "{events}");
     let on_disk: u64 =

@@ -154,12 +154,31 @@ pub(super) async fn invoke(
     response
 }
 
+/// Longest guest line a log keeps (a guest chooses how long its lines are;
+/// what it writes per request is bounded by the capture, see
+/// `runtime::state`).
+const LINE_MAX: usize = 16 << 10;
+
+/// A guest line as the log keeps it: cut at [`LINE_MAX`], saying so.
+fn clip(mut line: String) -> String {
+    if line.len() > LINE_MAX {
+        let total = line.len();
+        let mut cut = LINE_MAX;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str(&format!(" [cut: {total} bytes]"));
+    }
+    line
+}
+
 /// Keeps the request's record, then the guest's lines, in the function's log.
 fn log(logs: &Journal<Entry>, function: &str, version: u64, id: &str, outcome: Invocation, output: Output) {
     let head = Head { time: Millis::now(), host: String::new(), function: function.to_owned(), version: Some(version) };
     let entry = |body| Entry { head: head.clone(), request_id: id.to_owned(), body };
-    let lines = output.stdout.into_iter().map(|line| Line::Stdout { line });
-    for body in lines.chain(output.stderr.into_iter().map(|line| Line::Stderr { line })) {
+    let lines = output.stdout.into_iter().map(|line| Line::Stdout { line: clip(line) });
+    for body in lines.chain(output.stderr.into_iter().map(|line| Line::Stderr { line: clip(line) })) {
         logs.append(entry(body));
     }
     logs.append(entry(Line::Invocation(outcome)));

@@ -23,8 +23,10 @@ pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> im
         })
         .collect();
     let mut out = crate::pool::render(&series);
-    let host =
-        |name: &str, help: &str, value: u64| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+    let one = |name: &str, kind: &str, help: &str, value: u64| {
+        format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+    };
+    let host = |name: &str, help: &str, value: u64| one(name, "gauge", help, value);
     let runtime = app.registry.runtime();
     let (slots_used, slots_total) = runtime.slots();
     out.push_str(&host("nimbus_functions", "Functions deployed.", functions.len() as u64));
@@ -36,6 +38,13 @@ pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> im
         "nimbus_held_memory_bytes",
         "Memory held for requests and loaded functions' sessions, against --memory-budget-mb.",
         runtime.memory().used(),
+    ));
+    let journals = app.registry.journals();
+    out.push_str(&one(
+        "nimbus_log_records_dropped_total",
+        "counter",
+        "Log records and events dropped because the journal's writer was behind.",
+        journals.logs.dropped() + journals.events.dropped(),
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

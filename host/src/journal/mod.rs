@@ -29,6 +29,9 @@ use tokio::sync::broadcast;
 
 /// Records waiting to be written; past it a record is dropped.
 const QUEUE: usize = 1 << 16;
+/// Bytes of records waiting to be written (by [`Record::weight`]); past it
+/// a record is dropped. Guests choose how long their lines are.
+const QUEUE_BYTES: u64 = 64 << 20;
 /// Records one write handles before it flushes and tells followers.
 const BATCH: usize = 4096;
 /// How often segments are checked for age.
@@ -105,6 +108,8 @@ struct Inner<T> {
     /// Held while a batch is written and announced, and while a follower
     /// subscribes and reads.
     gate: Mutex<()>,
+    /// Weight of the records in the queue.
+    queued: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -120,6 +125,7 @@ impl<T: Record> Journal<T> {
             host: host.to_owned(),
             live: broadcast::channel(QUEUE / 16).0,
             gate: Mutex::new(()),
+            queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
         let writer = Writer { inner: inner.clone(), limits, open: HashMap::new(), sizes: HashMap::new() };
@@ -127,10 +133,21 @@ impl<T: Record> Journal<T> {
         Ok(Journal { inner, queue })
     }
 
-    /// Keeps a record; never waits (a full queue drops it and counts it).
+    /// Keeps a record; never waits (a full queue, by count or by bytes,
+    /// drops it and counts it).
     pub fn append(&self, record: T) {
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(record) {
+        let weight = record.weight() as u64;
+        let queued = &self.inner.queued;
+        if queued.fetch_add(weight, Ordering::Relaxed) + weight > QUEUE_BYTES {
+            queued.fetch_sub(weight, Ordering::Relaxed);
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.queue.try_send(record) {
+            queued.fetch_sub(weight, Ordering::Relaxed);
+            if let TrySendError::Full(_) = e {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -292,10 +309,12 @@ impl<T: Record> Writer<T> {
                 self.open.remove(function);
             }
         }
+        let weight: u64 = batch.iter().map(|r| r.weight() as u64).sum();
         for record in batch {
             let _ = inner.live.send(record);
         }
         drop(gate);
+        inner.queued.fetch_sub(weight, Ordering::Relaxed);
         for function in touched {
             self.trim(&function);
         }
@@ -442,6 +461,18 @@ mod tests {
         assert!(on_disk <= (256 << 10) + (64 << 10), "{on_disk} bytes kept");
         assert!(records.last().unwrap().message.starts_with("999 "), "the newest stays");
         assert!(!records.first().unwrap().message.starts_with("0 "), "the oldest went");
+    }
+
+    #[tokio::test]
+    async fn records_past_the_queue_bytes_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), "h", limits(1 << 20)).unwrap();
+        let now = Millis::now().0;
+        j.append(event("f", now, &"x".repeat(QUEUE_BYTES as usize)));
+        assert_eq!(j.dropped(), 1);
+        j.append(event("f", now + 1, "small"));
+        let kept = settle(&j, "f", 1).await;
+        assert_eq!(kept.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["small"]);
     }
 
     #[tokio::test]

@@ -168,7 +168,12 @@ pub trait Record: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync 
     fn head(&self) -> &Head;
     /// Its head, to fill in the host.
     fn head_mut(&mut self) -> &mut Head;
+    /// About how many bytes it holds (what a queue of them costs).
+    fn weight(&self) -> usize;
 }
+
+/// What a record costs besides its text: its head and fields.
+const OVERHEAD: usize = 256;
 
 impl Record for Entry {
     fn head(&self) -> &Head {
@@ -176,6 +181,13 @@ impl Record for Entry {
     }
     fn head_mut(&mut self) -> &mut Head {
         &mut self.head
+    }
+    fn weight(&self) -> usize {
+        let line = match &self.body {
+            Body::Stdout { line } | Body::Stderr { line } => line.len(),
+            Body::Invocation(_) => 0,
+        };
+        OVERHEAD + line
     }
 }
 
@@ -185,6 +197,9 @@ impl Record for Event {
     }
     fn head_mut(&mut self) -> &mut Head {
         &mut self.head
+    }
+    fn weight(&self) -> usize {
+        OVERHEAD + self.message.len()
     }
 }
 
