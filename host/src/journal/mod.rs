@@ -331,13 +331,14 @@ impl<T: Record> Writer<T> {
                 self.open.clear();
             }
             let dir = self.inner.root.join(function);
+            let existing = segments(&dir);
             if !self.sizes.contains_key(function) {
-                let known = segments(&dir).iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
+                let known = existing.iter().filter_map(|(_, p)| p.metadata().ok()).map(|m| m.len()).sum();
                 self.sizes.insert(function.to_owned(), known);
             }
             private_dir(&dir)?;
             // A new segment starts after the last one, even within a millisecond.
-            let last = segments(&dir).last().map_or(i64::MIN, |(s, _)| *s);
+            let last = existing.last().map_or(i64::MIN, |(s, _)| *s);
             let start = Millis::now().0.max(last + 1);
             let path = dir.join(format!("{start:013}.jsonl"));
             let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;

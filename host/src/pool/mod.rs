@@ -433,11 +433,6 @@ impl Pool {
         self.metrics.timeline.throttled();
     }
 
-    /// The function's name and the version this pool serves.
-    pub fn name(&self) -> (&str, u64) {
-        (&self.loader.name, self.loader.version)
-    }
-
     /// This host's limit and its slots, remade first if the membership
     /// changed (requests holding the old slots finish on them).
     fn slots(&self) -> (Limit, Arc<Semaphore>) {
