@@ -21,6 +21,10 @@
 //! lets the host cap a graph's size. Decoding uses hand-declared `prost` messages holding only the
 //! fields needed: tensor data (`raw_data`, `float_data`, ...) is skipped, not copied.
 
+mod signature;
+
+pub use signature::{Classes, Port, Signature};
+
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
@@ -70,6 +74,9 @@ pub enum CheckError {
          save_as_external_data=True) writes it"
     )]
     ExternalData { model: String, tensor: String, place: String, location: String, problem: Box<ExternalProblem> },
+    /// An input or output wasi-nn cannot carry.
+    #[error("model `{model}`: {port} {detail}")]
+    Unsupported { model: String, port: String, detail: String },
     /// An operator from a domain ONNX Runtime does not provide.
     #[error(
         "model `{model}`: custom op `{op}` in domain `{domain}` ({place}): custom operators are not supported; \
@@ -126,6 +133,8 @@ pub struct ModelInfo {
     pub external_files: Vec<PathBuf>,
     /// Their total size in bytes.
     pub external_bytes: u64,
+    /// The main graph's inputs and outputs.
+    pub signature: Signature,
 }
 
 /// Checks the ONNX file at `file` (inside the artifact folder `root`) before ONNX Runtime opens it.
@@ -229,6 +238,7 @@ impl<'m> Walk<'m> {
     fn model(mut self, proto: &'m ModelProto) -> Result<ModelInfo, CheckError> {
         let graph = proto.graph.as_ref().ok_or_else(|| CheckError::NoGraph { model: self.model.clone() })?;
         self.graph(graph, 0)?;
+        self.info.signature = signature::of(&self.model, graph)?;
         for f in &proto.functions {
             self.trail.push(Step::Function(f));
             for a in &f.attribute_proto {
@@ -414,9 +424,12 @@ messages! {
         node: Vec<NodeProto> = message repeated 1,
         name: String = string 2,
         initializer: Vec<TensorProto> = message repeated 5,
+        input: Vec<ValueInfoProto> = message repeated 11,
+        output: Vec<ValueInfoProto> = message repeated 12,
         sparse_initializer: Vec<SparseTensorProto> = message repeated 15,
     }
     NodeProto {
+        output: Vec<String> = string repeated 2,
         name: String = string 3,
         op_type: String = string 4,
         attribute: Vec<AttributeProto> = message repeated 5,
@@ -426,6 +439,8 @@ messages! {
         name: String = string 1,
         t: Option<TensorProto> = message optional 5,
         g: Option<GraphProto> = message optional 6,
+        ints: Vec<i64> = int64 repeated 8,
+        strings: Vec<Vec<u8>> = bytes repeated 9,
         tensors: Vec<TensorProto> = message repeated 10,
         graphs: Vec<GraphProto> = message repeated 11,
         sparse_tensor: Option<SparseTensorProto> = message optional 22,
@@ -444,6 +459,46 @@ messages! {
         values: Option<TensorProto> = message optional 1,
         indices: Option<TensorProto> = message optional 2,
     }
+    ValueInfoProto {
+        name: String = string 1,
+        r#type: Option<TypeProto> = message optional 2,
+    }
+    TensorTypeProto {
+        elem_type: i32 = int32 1,
+        shape: Option<TensorShapeProto> = message optional 2,
+    }
+    TensorShapeProto {
+        dim: Vec<Dimension> = message repeated 1,
+    }
+    Dimension {
+        dim_value: Option<i64> = int64 optional 1,
+    }
+}
+
+// `TypeProto` nests itself (a sequence of maps of tensors), which needs boxed fields the macro does
+// not declare. Its `value` oneof is read as plain optional fields: on the wire they are the same.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TypeProto {
+    #[prost(message, optional, tag = 1)]
+    tensor_type: Option<TensorTypeProto>,
+    #[prost(message, optional, boxed, tag = 4)]
+    sequence_type: Option<Box<SequenceTypeProto>>,
+    #[prost(message, optional, boxed, tag = 5)]
+    map_type: Option<Box<MapTypeProto>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SequenceTypeProto {
+    #[prost(message, optional, boxed, tag = 1)]
+    elem_type: Option<Box<TypeProto>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MapTypeProto {
+    #[prost(int32, tag = 1)]
+    key_type: i32,
+    #[prost(message, optional, boxed, tag = 2)]
+    value_type: Option<Box<TypeProto>>,
 }
 
 #[cfg(test)]

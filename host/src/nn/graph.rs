@@ -45,12 +45,14 @@ impl Default for GraphOptions {
     }
 }
 
-/// One input or output of a graph: its name, element type and shape
-/// (`None` for a dynamic dimension).
+/// One input of a graph: its name, the element type that carries it and
+/// its shape (`None` for a dynamic dimension).
 #[derive(Debug, Clone)]
 struct Slot {
     name: String,
     ty: Option<ElementType>,
+    /// A `bool` input, carried as `u8`.
+    boolean: bool,
     shape: Vec<Option<u32>>,
 }
 
@@ -92,10 +94,11 @@ fn slot(name: &str, ty: &ort::value::ValueType) -> Slot {
     match ty {
         ort::value::ValueType::Tensor { ty, shape, .. } => Slot {
             name: name.to_owned(),
-            ty: ElementType::from_ort(*ty),
+            ty: ElementType::carrying(*ty),
+            boolean: *ty == ort::tensor::TensorElementType::Bool,
             shape: shape.iter().map(|&d| u32::try_from(d).ok()).collect(),
         },
-        _ => Slot { name: name.to_owned(), ty: None, shape: Vec::new() },
+        _ => Slot { name: name.to_owned(), ty: None, boolean: false, shape: Vec::new() },
     }
 }
 
@@ -195,9 +198,12 @@ impl Graph {
         options: &RunOptions,
         limit: u64,
     ) -> Result<Vec<(String, Tensor)>, NnError> {
+        let boolean = |name: &str| self.inputs.iter().any(|s| s.boolean && s.name == name);
         let values = inputs
             .iter()
-            .map(|(name, t)| t.to_ort().map(|v| (Cow::Borrowed(name.as_str()), SessionInputValue::from(v.into_dyn()))))
+            .map(|(name, t)| {
+                t.to_ort(boolean(name)).map(|v| (Cow::Borrowed(name.as_str()), SessionInputValue::from(v.into_dyn())))
+            })
             .collect::<ort::Result<Vec<_>>>()
             .map_err(|e| self.run_error(e.to_string()))?;
         let out_of_memory = || NnError::OutOfMemory { graph: self.name.clone(), limit };

@@ -14,8 +14,9 @@ mod check;
 mod graph;
 mod library;
 mod tensor;
+mod zipmap;
 
-pub use check::{CheckError, ExternalProblem, ModelInfo, check_model};
+pub use check::{CheckError, Classes, ExternalProblem, ModelInfo, Port, Signature, check_model};
 pub use graph::{Graph, GraphOptions, Graphs, MAX_GRAPHS, MAX_NODES};
 pub use library::{init, library_path};
 pub use tensor::{ElementType, Tensor};

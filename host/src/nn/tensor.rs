@@ -58,6 +58,15 @@ impl ElementType {
         }
     }
 
+    /// The type that carries ONNX Runtime's `t` over wasi-nn: its own, or
+    /// `u8` for `bool` (one byte each, 0 or 1).
+    pub(crate) fn carrying(t: TensorElementType) -> Option<Self> {
+        match t {
+            TensorElementType::Bool => Some(ElementType::U8),
+            t => Self::from_ort(t),
+        }
+    }
+
     pub(crate) fn from_ort(t: TensorElementType) -> Option<Self> {
         Some(match t {
             TensorElementType::Float16 => ElementType::F16,
@@ -106,23 +115,38 @@ impl Tensor {
         bytes_of(&self.dims, self.ty)
     }
 
-    pub(crate) fn to_ort(&self) -> ort::Result<ort::value::DynTensor> {
+    /// An ONNX Runtime tensor of these bytes; `as_bool` makes a `u8`
+    /// tensor a `bool` one (any non-zero byte is true).
+    pub(crate) fn to_ort(&self, as_bool: bool) -> ort::Result<ort::value::DynTensor> {
         let shape: Vec<i64> = self.dims.iter().map(|&d| i64::from(d)).collect();
         let allocator = ort::memory::Allocator::default();
-        let mut value = ort::value::DynTensor::new(&allocator, self.ty.to_ort(), shape)?;
+        let ty = if as_bool && self.ty == ElementType::U8 { TensorElementType::Bool } else { self.ty.to_ort() };
+        let mut value = ort::value::DynTensor::new(&allocator, ty, shape)?;
         if !self.data.is_empty() {
+            let target = value.data_ptr_mut().cast::<u8>();
             // SAFETY: ONNX Runtime allocated exactly `expected_bytes` for this
-            // shape and type, and the caller checked `data` has that length.
+            // shape and type (a bool is one byte, as a u8), and the caller
+            // checked `data` has that length.
             unsafe {
-                std::ptr::copy_nonoverlapping(self.data.as_ptr(), value.data_ptr_mut().cast::<u8>(), self.data.len());
+                std::ptr::copy_nonoverlapping(self.data.as_ptr(), target, self.data.len());
+                if ty == TensorElementType::Bool {
+                    // A bool byte other than 0 or 1 is undefined in ONNX Runtime's kernels.
+                    std::slice::from_raw_parts_mut(target, self.data.len())
+                        .iter_mut()
+                        .for_each(|b| *b = u8::from(*b != 0));
+                }
             }
         }
         Ok(value)
     }
 
     /// Copies an ONNX Runtime output out, if it is at most `limit` bytes;
-    /// the size is checked before anything is copied.
+    /// the size is checked before anything is copied. A ZipMap's sequence
+    /// of maps comes out as the `[rows, classes]` tensor it was made from.
     pub(crate) fn from_ort(value: &ort::value::DynValue, limit: &mut u64) -> Result<Self, OutputError> {
+        if let ort::value::ValueType::Sequence(_) = value.dtype() {
+            return super::zipmap::to_tensor(value, limit);
+        }
         let tensor = Self::shape_of(value).map_err(OutputError::Unsupported)?;
         let bytes = tensor.expected_bytes().ok_or_else(|| OutputError::Unsupported("output size overflows".into()))?;
         if bytes > *limit {
@@ -137,7 +161,7 @@ impl Tensor {
         let ort::value::ValueType::Tensor { ty, shape, .. } = value.dtype() else {
             return Err(format!("output is a {}, not a tensor", value.dtype()));
         };
-        let ty = ElementType::from_ort(*ty).ok_or_else(|| format!("element type {ty} has no wasi-nn equivalent"))?;
+        let ty = ElementType::carrying(*ty).ok_or_else(|| format!("element type {ty} has no wasi-nn equivalent"))?;
         let dims = shape
             .iter()
             .map(|&d| u32::try_from(d).map_err(|_| format!("dimension {d} does not fit wasi-nn")))
@@ -173,7 +197,7 @@ fn elements(dims: &[u32]) -> Option<u64> {
 }
 
 /// Bytes of a shape of `ty`, checked.
-fn bytes_of(dims: &[u32], ty: ElementType) -> Option<u64> {
+pub(crate) fn bytes_of(dims: &[u32], ty: ElementType) -> Option<u64> {
     elements(dims)?.checked_mul(ty.size() as u64)
 }
 
@@ -210,7 +234,7 @@ mod tests {
             let dims = vec![2, 3];
             let data: Vec<u8> = (0..6 * ty.size()).map(|i| i as u8).collect();
             let t = Tensor { dims, ty, data };
-            let value = t.to_ort().unwrap().into_dyn();
+            let value = t.to_ort(false).unwrap().into_dyn();
             let mut limit = 1 << 20;
             let back = Tensor::from_ort(&value, &mut limit).unwrap();
             assert_eq!(back, t, "{ty:?}");

@@ -17,7 +17,7 @@ fn external(name: &str, location: &str, extra: &[(&str, &str)]) -> TensorProto {
 }
 
 fn node(op: &str, name: &str, domain: &str, attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto { name: name.into(), op_type: op.into(), attribute, domain: domain.into() }
+    NodeProto { name: name.into(), op_type: op.into(), attribute, domain: domain.into(), ..Default::default() }
 }
 
 fn constant(name: &str, t: TensorProto) -> NodeProto {
@@ -330,4 +330,69 @@ fn deep_nesting_is_an_error_not_a_crash() {
             other => panic!("{levels} levels: {other:?}"),
         }
     }
+}
+
+fn tensor_type(elem_type: i32, dims: &[Option<i64>]) -> TypeProto {
+    let dim = dims.iter().map(|&dim_value| Dimension { dim_value }).collect();
+    let shape = Some(TensorShapeProto { dim });
+    TypeProto { tensor_type: Some(TensorTypeProto { elem_type, shape }), ..Default::default() }
+}
+
+fn value(name: &str, ty: TypeProto) -> ValueInfoProto {
+    ValueInfoProto { name: name.into(), r#type: Some(ty) }
+}
+
+/// `seq(map(int64, tensor(float)))`, what a ZipMap makes.
+fn zipmap_type() -> TypeProto {
+    let map = MapTypeProto { key_type: 7, value_type: Some(Box::new(tensor_type(1, &[]))) };
+    let element = TypeProto { map_type: Some(Box::new(map)), ..Default::default() };
+    TypeProto {
+        sequence_type: Some(Box::new(SequenceTypeProto { elem_type: Some(Box::new(element)) })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn signatures_report_what_callers_send_and_get() {
+    let folder = Folder::new();
+    let classes = AttributeProto { name: "classlabels_int64s".into(), ints: vec![2, 0, 1], ..Default::default() };
+    let mut zipmap = node("ZipMap", "zip", "ai.onnx.ml", vec![classes]);
+    zipmap.output = vec!["probabilities".into()];
+    let mut g = graph("g", vec![zipmap]);
+    g.initializer.push(TensorProto { name: "w".into(), ..Default::default() });
+    g.input = vec![
+        value("x", tensor_type(1, &[None, Some(4)])),
+        value("mask", tensor_type(9, &[Some(1)])),
+        value("w", tensor_type(1, &[Some(4)])),
+    ];
+    g.output = vec![value("label", tensor_type(7, &[None])), value("probabilities", zipmap_type())];
+    let info = folder.check_bytes(&model(g.clone()).encode_to_vec()).unwrap();
+    let ports = |ports: &[Port]| -> Vec<(String, String, Vec<i64>)> {
+        ports.iter().map(|p| (p.name.clone(), p.datatype.clone(), p.shape.clone())).collect()
+    };
+    let port = |name: &str, datatype: &str, shape: &[i64]| (name.to_owned(), datatype.to_owned(), shape.to_vec());
+    assert_eq!(ports(&info.signature.inputs), [port("x", "FP32", &[-1, 4]), port("mask", "BOOL", &[1])]);
+    assert_eq!(
+        ports(&info.signature.outputs),
+        [port("label", "INT64", &[-1]), port("probabilities", "FP32", &[-1, 3])]
+    );
+    assert_eq!(info.signature.outputs[1].classes, Some(Classes::Ints(vec![0, 1, 2])), "in key order");
+
+    let refused = |g: GraphProto, says: &[&str]| {
+        let e = folder.check_bytes(&model(g).encode_to_vec()).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, CheckError::Unsupported { .. }), "{text}");
+        for s in says {
+            assert!(text.contains(s), "{text}");
+        }
+    };
+    let mut strings = g.clone();
+    strings.input[0] = value("text", tensor_type(8, &[None]));
+    refused(strings, &["input `text`", "string tensor"]);
+    let mut int8 = g.clone();
+    int8.output[0] = value("label", tensor_type(3, &[None]));
+    refused(int8, &["output `label`", "int8", "Cast"]);
+    let mut no_zipmap = g;
+    no_zipmap.node.clear();
+    refused(no_zipmap, &["output `probabilities`", "zipmap"]);
 }
