@@ -12,10 +12,11 @@ ORT_LIB  := .build/onnxruntime/libonnxruntime.so
 WASM_DIR := examples/target/wasm32-wasip2/release
 NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
+EXPORTED := .build/exported/zipmap/model.onnx
 
 .PHONY: build run test lint services console bench bench-many bench-versions bench-cluster soak fuzz toolchain wasm host clean-models
 
-build: toolchain $(ORT_LIB) $(MODELS) wasm console host
+build: toolchain $(ORT_LIB) $(MODELS) $(EXPORTED) wasm console host
 
 # Debian packages, installed when missing: protoc and the well-known protos
 # (etcd-client compiles etcd's API at build time); etcd for the tests.
@@ -53,6 +54,13 @@ $(ORT_LIB): $(VENV)/.ready
 $(MODELS) &: $(VENV)/.ready scripts/make_models.py
 	$(PY) scripts/make_models.py
 
+# Test fixtures: models exported the way users export them (ZipMap, LightGBM,
+# external data, FP16/BOOL, string tensors), each with a sample request and
+# onnxruntime's answer. The script replaces the whole folder at once, so
+# zipmap's model stands for all of it.
+$(EXPORTED): $(VENV)/.ready scripts/make_exported.py
+	$(PY) scripts/make_exported.py .build/exported
+
 # The web console (console/, Vite + Preact + uPlot from npm), built into
 # console/dist, which the host embeds: built before it, and again only when
 # its sources change. Vite needs Node 20.19 or later.
@@ -80,7 +88,12 @@ host:
 run: build
 	scripts/serve-examples.sh
 
-test: build services
+# The Open Inference Protocol client the tests drive (tests/oip/client.py).
+$(VENV)/.oip: $(VENV)/.ready tests/oip/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt
+	touch $@
+
+test: build services $(VENV)/.oip
 	cargo test --release --workspace
 
 lint: toolchain

@@ -18,8 +18,12 @@ pub const CSV: &str = "text/csv";
 /// One invocation's input.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// The caller's `Content-Type` (media type only, without parameters).
+    /// The caller's `Content-Type` (media type only, without parameters),
+    /// lowercase.
     pub content_type: String,
+    /// The `Content-Type`'s parameters (`charset=utf-8` is
+    /// `("charset", "utf-8")`): names lowercase, values unquoted, in order.
+    pub content_type_params: Vec<(String, String)>,
     /// The caller's `Accept`, as sent (may list several types).
     pub accept: String,
     /// The raw body.
@@ -28,9 +32,18 @@ pub struct Request {
 
 impl From<RawRequest> for Request {
     fn from(r: RawRequest) -> Self {
-        let content_type = media_type(&r.content_type).to_ascii_lowercase();
-        Request { content_type, accept: r.accept, body: r.body }
+        let mut request = Request::new(&r.content_type, r.body);
+        request.accept = r.accept;
+        request
     }
+}
+
+/// `name=value` or `name="value"`; `None` for a part without `=`.
+fn parameter(part: &str) -> Option<(String, String)> {
+    let (name, value) = part.split_once('=')?;
+    let value = value.trim();
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    Some((name.trim().to_ascii_lowercase(), value.to_owned()))
 }
 
 fn media_type(header: &str) -> &str {
@@ -38,6 +51,22 @@ fn media_type(header: &str) -> &str {
 }
 
 impl Request {
+    /// A request as the host makes it, from a `Content-Type` header (with any
+    /// parameters) and a body, accepting anything: for a handler's tests.
+    pub fn new(content_type: &str, body: impl Into<Vec<u8>>) -> Request {
+        Request {
+            content_type: media_type(content_type).to_ascii_lowercase(),
+            content_type_params: content_type.split(';').skip(1).filter_map(parameter).collect(),
+            accept: "*/*".to_owned(),
+            body: body.into(),
+        }
+    }
+
+    /// The value of the `Content-Type` parameter `name` (case-insensitive).
+    pub fn content_type_param(&self, name: &str) -> Option<&str> {
+        self.content_type_params.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str> {
         std::str::from_utf8(&self.body).map_err(|e| Error::bad_input(format!("body is not UTF-8: {e}")))
@@ -174,6 +203,11 @@ mod tests {
     fn content_type_parameters_and_case_are_ignored() {
         let r = request("Text/CSV; charset=utf-8", "", "");
         assert_eq!(r.expect_content_type(&[JSON, CSV]), Ok(CSV));
+        assert_eq!(r.content_type_param("Charset"), Some("utf-8"));
+        let r = request("a/b;x=1; Y = \"two\" ;junk", "", "");
+        assert_eq!(r.content_type, "a/b");
+        assert_eq!(r.content_type_params, [("x".into(), "1".into()), ("y".into(), "two".into())]);
+        assert_eq!(r.content_type_param("z"), None);
         assert_eq!(request("", "", "").expect_content_type(&[JSON, CSV]), Ok(JSON));
         let err = request("image/png", "", "").expect_content_type(&[CSV]).unwrap_err();
         assert!(matches!(err, Error::UnsupportedMediaType(m) if m.contains("text/csv")));

@@ -14,6 +14,10 @@
 //! on native ONNX Runtime and shared by all instances. The handler never reads
 //! model bytes.
 //!
+//! Besides its own formats, a handler can speak the Open Inference Protocol
+//! (KServe v2, Triton) with [`oip`], as the built-in handler of model-only
+//! deploys does.
+//!
 //! ```no_run
 //! use nimbus_sdk::{Handler, Model, Request, Response, Result, Tensor};
 //!
@@ -43,12 +47,13 @@
 mod body;
 mod error;
 mod model;
+pub mod oip;
 mod tensor;
 
 pub use body::{CSV, JSON, JSON_LINES, Request, Response};
 pub use error::{Error, Result};
 pub use model::{Model, Outputs};
-pub use tensor::{Element, Tensor, TensorData};
+pub use tensor::{Element, ElementType, RawTensor, Tensor, TensorData};
 
 /// What a handler implements; see the crate docs for a full example.
 pub trait Handler: Sized + 'static {
@@ -111,17 +116,25 @@ pub mod __private {
 
     /// Drops host handles taken during `init` and forgets wasi-libc's cached
     /// preopens: a snapshot keeps linear memory but not host resources, so
-    /// neither may survive into the instances made from it.
+    /// neither may survive into the instances made from it. Also forgets the
+    /// environment `init` may have read: requests see variables `init` does
+    /// not (`NIMBUS_FUNCTION`, `NIMBUS_VERSION`), and wasi-libc reads the
+    /// environment only once.
     pub fn finish_init() {
         crate::model::forget_handles();
         #[cfg(target_os = "wasi")]
         {
             unsafe extern "C" {
                 fn __wasilibc_reset_preopens();
+                fn __wasilibc_deinitialize_environ();
             }
-            // SAFETY: wasi-libc's own entry point; called when no file
-            // descriptor from init is in use any more.
-            unsafe { __wasilibc_reset_preopens() };
+            // SAFETY: wasi-libc's own entry points; called when no file
+            // descriptor from init is in use any more, and with no pointer
+            // into the environment held (std copies what `env::var` returns).
+            unsafe {
+                __wasilibc_reset_preopens();
+                __wasilibc_deinitialize_environ();
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use crate::bindings::wasi::nn::graph::{self, Graph};
 use crate::bindings::wasi::nn::inference::GraphExecutionContext;
 use crate::bindings::wasi::nn::tensor::Tensor as NnTensor;
 use crate::error::{Error, Result};
-use crate::tensor::{Element, Tensor, TensorData};
+use crate::tensor::{Element, RawTensor, Tensor, TensorData};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -84,5 +84,16 @@ impl Outputs {
             .find(|(n, _)| n == name)
             .ok_or_else(|| Error::failed(format!("model `{}` has no output `{name}`", self.model)))?;
         TensorData::read(name, tensor)
+    }
+
+    /// The outputs' names, in the order the host returned them.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Every output with its name, as bytes of whatever element type it
+    /// holds (see [`RawTensor`]).
+    pub fn into_raw(self) -> Vec<(String, RawTensor)> {
+        self.tensors.iter().map(|(n, t)| (n.clone(), RawTensor::read(t))).collect()
     }
 }

@@ -43,6 +43,75 @@ element!(u8, U8);
 element!(i32, I32);
 element!(i64, I64);
 
+/// wasi-nn's element types: what a tensor's bytes hold, each value
+/// little-endian. `bool` tensors travel as [`ElementType::U8`] (0 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElementType {
+    /// IEEE 754 half precision (2 bytes).
+    Fp16,
+    /// bfloat16 (2 bytes).
+    Bf16,
+    /// `f32`.
+    Fp32,
+    /// `f64`.
+    Fp64,
+    /// `u8` (also `bool`).
+    U8,
+    /// `i32`.
+    I32,
+    /// `i64`.
+    I64,
+}
+
+impl ElementType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            ElementType::U8 => 1,
+            ElementType::Fp16 | ElementType::Bf16 => 2,
+            ElementType::Fp32 | ElementType::I32 => 4,
+            ElementType::Fp64 | ElementType::I64 => 8,
+        }
+    }
+
+    pub(crate) fn to_nn(self) -> TensorType {
+        match self {
+            ElementType::Fp16 => TensorType::Fp16,
+            ElementType::Bf16 => TensorType::Bf16,
+            ElementType::Fp32 => TensorType::Fp32,
+            ElementType::Fp64 => TensorType::Fp64,
+            ElementType::U8 => TensorType::U8,
+            ElementType::I32 => TensorType::I32,
+            ElementType::I64 => TensorType::I64,
+        }
+    }
+
+    pub(crate) fn from_nn(ty: TensorType) -> Self {
+        match ty {
+            TensorType::Fp16 => ElementType::Fp16,
+            TensorType::Bf16 => ElementType::Bf16,
+            TensorType::Fp32 => ElementType::Fp32,
+            TensorType::Fp64 => ElementType::Fp64,
+            TensorType::U8 => ElementType::U8,
+            TensorType::I32 => ElementType::I32,
+            TensorType::I64 => ElementType::I64,
+        }
+    }
+}
+
+/// A tensor as wasi-nn carries it: element type, shape and the row-major
+/// little-endian bytes of its values. For element types Rust has no
+/// primitive for (`fp16`, `bf16`) or code that handles any type alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTensor {
+    /// What the bytes hold.
+    pub ty: ElementType,
+    /// Dimensions, outermost first.
+    pub shape: Vec<u32>,
+    /// `shape`'s element count times `ty`'s size bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// An input tensor, ready to pass to [`crate::Model::run`].
 #[derive(Debug)]
 pub struct Tensor(pub(crate) NnTensor);
@@ -59,6 +128,20 @@ impl Tensor {
             )));
         }
         Ok(Tensor(NnTensor::new(shape, T::TYPE, &le_bytes(data))))
+    }
+
+    /// A tensor of the given shape from the little-endian bytes of its
+    /// row-major values; the byte count must match the shape and type.
+    pub fn from_bytes(shape: &[u32], ty: ElementType, bytes: &[u8]) -> Result<Self> {
+        let expected = shape.iter().try_fold(ty.size() as u64, |n, &d| n.checked_mul(u64::from(d)));
+        if expected != Some(bytes.len() as u64) {
+            return Err(Error::bad_input(format!(
+                "tensor of shape {shape:?} and type {ty:?} needs {} bytes, got {}",
+                expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
+                bytes.len()
+            )));
+        }
+        Ok(Tensor(NnTensor::new(shape, ty.to_nn(), bytes)))
     }
 }
 
@@ -113,9 +196,24 @@ impl<T: Element> TensorData<T> {
     }
 }
 
+impl RawTensor {
+    pub(crate) fn read(tensor: &NnTensor) -> Self {
+        RawTensor { ty: ElementType::from_nn(tensor.ty()), shape: tensor.dimensions(), bytes: tensor.data() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn element_types_round_trip_through_wasi_nn() {
+        use ElementType::*;
+        for ty in [Fp16, Bf16, Fp32, Fp64, U8, I32, I64] {
+            assert_eq!(ElementType::from_nn(ty.to_nn()), ty);
+        }
+        assert_eq!((Fp16.size(), U8.size(), I64.size()), (2, 1, 8));
+    }
 
     #[test]
     fn le_bytes_are_each_value_little_endian() {

@@ -64,6 +64,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        self.respond(body)
+    }
+}
+
+impl ApiError {
+    /// The answer in the Open Inference Protocol's shape, `{"error": "..."}`,
+    /// which its clients read; status, retry and log detail as always.
+    pub(crate) fn into_oip_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        self.respond(body)
+    }
+
+    fn respond(self, body: serde_json::Value) -> Response {
         let mut response = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());

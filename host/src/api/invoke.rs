@@ -10,9 +10,9 @@ use super::auth::Invoker;
 use super::error::ApiError;
 use super::{App, RequestId};
 use crate::journal::{Body as Line, Entry, Head, Invocation, Journal, Millis};
-use crate::pool::Served;
+use crate::pool::{Pool, Served};
 use crate::registry::Target;
-use crate::runtime::{Output, Request};
+use crate::runtime::{Invoked, Output, Request};
 use axum::Extension;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
@@ -103,55 +103,93 @@ pub(super) async fn invoke(
         Err(e) => return e.into_response(),
     };
     let limit = deployed.record.versions[&version].config.payload_limit_bytes;
-    let (result, cold, output, bytes_in) = match read_body(&headers, body, limit).await {
-        Ok(body) => {
-            let bytes_in = body.len() as u64;
-            let request = Request {
-                content_type: header_str(&headers, header::CONTENT_TYPE, ""),
-                accept: header_str(&headers, header::ACCEPT, "*/*"),
-                body: body.to_vec(),
-            };
-            let Served { result, cold, output } = pool.invoke(request).await;
-            (result.map_err(ApiError::from), cold, output, bytes_in)
-        }
-        Err(e) => (Err(e), false, Output::default(), 0),
+    let request = |body: Bytes| {
+        Ok(Request {
+            content_type: header_str(&headers, header::CONTENT_TYPE, ""),
+            accept: header_str(&headers, header::ACCEPT, "*/*"),
+            body: body.to_vec(),
+        })
     };
-    let mut error = None;
-    let (mut response, latency, bytes_out) = match result {
+    let call = Call { app: &app, id: &id, name: &name, version, pool, limit, start };
+    call.run(&headers, body, request, answer).await
+}
+
+/// The handler's answer as it is: its bytes and content type.
+fn answer(result: Result<Invoked, ApiError>) -> Response {
+    match result {
         Ok(invoked) => {
-            let model = invoked.handle;
-            let bytes_out = invoked.response.body.len() as u64;
             let mut r = (StatusCode::OK, invoked.response.body).into_response();
             if let Ok(ct) = HeaderValue::from_str(&invoked.response.content_type) {
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
-            let overhead = start.elapsed().saturating_sub(model);
-            r.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
-            r.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
-            (r, Some((model, overhead)), bytes_out)
+            r
         }
-        Err(e) => {
-            error = Some(e.code.to_owned());
-            let r = e.into_response();
-            let bytes_out = r.body().size_hint().exact().unwrap_or(0);
-            (r, None, bytes_out)
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One invocation of a version already chosen, however its HTTP request
+/// and answer are framed (this API's, or the Open Inference Protocol's).
+pub(super) struct Call<'a> {
+    pub app: &'a App,
+    pub id: &'a str,
+    pub name: &'a str,
+    pub version: u64,
+    pub pool: Arc<Pool>,
+    /// The version's payload limit.
+    pub limit: u64,
+    /// When the HTTP request arrived.
+    pub start: Instant,
+}
+
+impl Call<'_> {
+    /// Reads the body (within the limit), makes it a handler request with
+    /// `prepare`, runs it, renders the result with `render`, and keeps the
+    /// outcome in the function's log and metrics. Latencies and the version
+    /// that answered ride in headers.
+    pub async fn run(
+        self,
+        headers: &HeaderMap,
+        body: Body,
+        prepare: impl FnOnce(Bytes) -> Result<Request, ApiError>,
+        render: impl FnOnce(Result<Invoked, ApiError>) -> Response,
+    ) -> Response {
+        let Call { app, id, name, version, pool, limit, start } = self;
+        let (result, cold, output, bytes_in) = match read_body(headers, body, limit).await.and_then(|body| {
+            let bytes_in = body.len() as u64;
+            prepare(body).map(|request| (request, bytes_in))
+        }) {
+            Ok((request, bytes_in)) => {
+                let Served { result, cold, output } = pool.invoke(request).await;
+                (result.map_err(ApiError::from), cold, output, bytes_in)
+            }
+            Err(e) => (Err(e), false, Output::default(), 0),
+        };
+        let latency =
+            result.as_ref().ok().map(|invoked| (invoked.handle, start.elapsed().saturating_sub(invoked.handle)));
+        let error = result.as_ref().err().map(|e| e.code.to_owned());
+        let mut response = render(result);
+        let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+        if let Some((model, overhead)) = latency {
+            response.headers_mut().insert(MODEL_LATENCY, HeaderValue::from(model.as_micros() as u64));
+            response.headers_mut().insert(OVERHEAD_LATENCY, HeaderValue::from(overhead.as_micros() as u64));
         }
-    };
-    let status = response.status().as_u16();
-    pool.metrics.record(status, latency);
-    let (model, overhead) = latency.unwrap_or_default();
-    let outcome = Invocation {
-        status,
-        model_us: model.as_micros() as u64,
-        overhead_us: overhead.as_micros() as u64,
-        cold,
-        bytes_in,
-        bytes_out,
-        error,
-    };
-    log(&app.registry.journals().logs, &name, version, &id, outcome, output);
-    response.headers_mut().insert(VERSION, HeaderValue::from(version));
-    response
+        let status = response.status().as_u16();
+        pool.metrics.record(status, latency);
+        let (model, overhead) = latency.unwrap_or_default();
+        let outcome = Invocation {
+            status,
+            model_us: model.as_micros() as u64,
+            overhead_us: overhead.as_micros() as u64,
+            cold,
+            bytes_in,
+            bytes_out,
+            error,
+        };
+        log(&app.registry.journals().logs, name, version, id, outcome, output);
+        response.headers_mut().insert(VERSION, HeaderValue::from(version));
+        response
+    }
 }
 
 /// Longest guest line a log keeps (a guest chooses how long its lines are;

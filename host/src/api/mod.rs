@@ -16,6 +16,7 @@ pub use functions::PAGE_MAX;
 mod invoke;
 mod metrics;
 mod observe;
+mod oip;
 mod peers;
 mod versions;
 
@@ -85,6 +86,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/functions/{name}/events", get(observe::events))
         .route("/v1/functions/{name}/stats", get(observe::stats))
         .route("/v1/stats", get(observe::summary))
+        .route("/v2", get(oip::server))
+        .route("/v2/health/live", get(oip::live))
+        .route("/v2/health/ready", get(oip::ready))
+        .route("/v2/models/{name}", get(oip::metadata))
+        .route("/v2/models/{name}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/infer", post(oip::infer))
+        .route("/v2/models/{name}/versions/{version}", get(oip::metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(oip::model_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(oip::infer))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })

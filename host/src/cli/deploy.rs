@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 pub(crate) struct DeployArgs {
     /// Function name (default: `name` in nimbus.toml).
     name: Option<String>,
-    /// The handler component.
+    /// The handler component. Without one (here or in nimbus.toml), the
+    /// server's built-in handler serves the folder's graph as it is, over
+    /// the Open Inference Protocol (/v2/models/NAME/infer).
     #[arg(long)]
     wasm: Option<PathBuf>,
     /// The artifact folder (mounted at /model).
@@ -107,8 +109,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let base = args.manifest.parent().unwrap_or(Path::new("."));
     let from_manifest = |p: Option<PathBuf>| p.map(|p| base.join(p));
     let name = args.name.or(manifest.name).context("no function name: pass NAME or set `name` in nimbus.toml")?;
-    let wasm =
-        args.wasm.or(from_manifest(manifest.wasm)).context("no handler: pass --wasm or set `wasm` in nimbus.toml")?;
+    let wasm = args.wasm.or(from_manifest(manifest.wasm));
     let model_dir = args
         .model_dir
         .or(from_manifest(manifest.model_dir))
@@ -116,12 +117,15 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let mut config = manifest.config;
     args.config.apply(&mut config)?;
 
-    let wasm_blob = hash_file(&wasm)?;
+    let mut blobs = wasm.as_deref().map(hash_file).transpose()?.into_iter().collect::<Vec<_>>();
+    let wasm = blobs.first().map(|b| b.digest.clone());
+    if wasm.is_none() && !args.json {
+        println!("no --wasm: the built-in handler serves the model (Open Inference Protocol at /v2/models/{name})");
+    }
     let mut files = Vec::new();
     walk(&model_dir, &model_dir, &mut files)?;
     files.sort();
     let mut artifacts = Vec::new();
-    let mut blobs = vec![wasm_blob];
     for (rel, path) in files {
         let blob = hash_file(&path)?;
         artifacts.push(Artifact { path: rel, digest: blob.digest.clone(), size: blob.size });
@@ -131,7 +135,7 @@ pub(crate) fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.connection);
     upload(&client, &blobs, args.json)?;
     let bundle = Bundle {
-        wasm: blobs[0].digest.clone(),
+        wasm,
         artifacts,
         config,
         description: args.description,

@@ -69,7 +69,7 @@ fn local(time: &Value) -> String {
 }
 
 /// Microseconds for people: `850 µs`, `1.2 ms`, `1.50 s`.
-fn latency(us: u64) -> String {
+pub(crate) fn latency(us: u64) -> String {
     match us {
         0..1000 => format!("{us} µs"),
         1000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),

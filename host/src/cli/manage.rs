@@ -157,23 +157,41 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
         println!("{}", super::canary_line(c));
     }
     println!("state:            {}", f["state"].as_str().unwrap_or(""));
-    for (label, key) in [
-        ("memory MB", "memory_mb"),
-        ("max concurrency", "max_concurrency"),
-        ("provisioned", "provisioned_concurrency"),
-        ("timeout s", "timeout_s"),
-        ("payload limit", "payload_limit_bytes"),
-    ] {
-        println!("{:<18}{}", format!("{label}:"), field(&f, &["config", key]));
-    }
-    println!("handler:          {} ({} bytes)", f["wasm"].as_str().unwrap_or(""), f["wasm_size"]);
+    let config = |key: &str| field(&f, &["config", key]).as_u64().unwrap_or(0);
+    println!("memory:           {} MB", config("memory_mb"));
+    println!("concurrency:      max {}, provisioned {}", config("max_concurrency"), config("provisioned_concurrency"));
+    println!("timeout:          {} s", config("timeout_s"));
+    println!("payload limit:    {}", super::size(config("payload_limit_bytes")));
+    let short = |digest: &serde_json::Value| digest.as_str().unwrap_or("").chars().take(12).collect::<String>();
+    let handler = if f["builtin"] == true { "built-in (model only; /v2/models/NAME/infer)" } else { "" };
+    println!("handler:          {} {} {handler}", short(&f["wasm"]), super::size(f["wasm_size"].as_u64().unwrap_or(0)));
     for a in f["artifacts"].as_array().into_iter().flatten() {
         println!(
-            "artifact:         {} ({} bytes) {}",
+            "artifact:         {} {} {}",
             a["path"].as_str().unwrap_or(""),
-            a["size"],
-            a["digest"].as_str().unwrap_or("")
+            super::size(a["size"].as_u64().unwrap_or(0)),
+            short(&a["digest"])
         );
+    }
+    for (graph, s) in f["graphs"].as_object().into_iter().flatten() {
+        let ports = |side: &str| -> Vec<String> {
+            let port = |p: &serde_json::Value| {
+                let dims: Vec<String> = p["shape"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| if d == -1 { "?".to_owned() } else { d.to_string() })
+                    .collect();
+                format!(
+                    "{} {}[{}]",
+                    p["name"].as_str().unwrap_or(""),
+                    p["datatype"].as_str().unwrap_or(""),
+                    dims.join(",")
+                )
+            };
+            s[side].as_array().into_iter().flatten().map(port).collect()
+        };
+        println!("graph:            {graph}: {} -> {}", ports("inputs").join(", "), ports("outputs").join(", "));
     }
     println!(
         "invocations:      {} (4xx {}, 5xx {}, throttled {}, cold starts {})",
@@ -181,23 +199,25 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
     );
     let i = &f["instances"];
     println!(
-        "instances:        {} warm, {} busy; {} sessions, {} MB of models",
+        "instances:        {} warm, {} busy; {} sessions, {} of models",
         i["warm_instances"],
         i["busy_instances"],
         i["sessions"],
-        i["model_memory_bytes"].as_u64().unwrap_or(0) >> 20
+        super::size(i["model_memory_bytes"].as_u64().unwrap_or(0))
     );
     let l = &f["latency"];
+    let us = |key: &str| super::logs::latency(l[key].as_u64().unwrap_or(0));
     println!(
-        "latency (last {}): model p50 {} us, p99 {} us; overhead p50 {} us, p99 {} us",
-        l["samples"], l["model_p50_us"], l["model_p99_us"], l["overhead_p50_us"], l["overhead_p99_us"]
+        "latency:          model p50 {}, p99 {}; overhead p50 {}, p99 {} (last {} requests)",
+        us("model_p50_us"),
+        us("model_p99_us"),
+        us("overhead_p50_us"),
+        us("overhead_p99_us"),
+        l["samples"]
     );
     let now = super::unix_now();
-    println!(
-        "created:          {}; live version deployed {}",
-        super::ago(now, f["created_at"].as_u64().unwrap_or(0)),
-        super::ago(now, f["deployed_at"].as_u64().unwrap_or(0))
-    );
+    println!("created:          {}", super::when(now, f["created_at"].as_u64().unwrap_or(0)));
+    println!("live deployed:    {}", super::when(now, f["deployed_at"].as_u64().unwrap_or(0)));
     Ok(())
 }
 

@@ -136,6 +136,22 @@ pub(crate) fn ago(now: u64, then: u64) -> String {
     }
 }
 
+/// A Unix time for people: the date and time in the reader's zone, then
+/// how long ago: `2026-11-27 09:40 (3 min ago)`.
+pub(crate) fn when(now: u64, then: u64) -> String {
+    let date = i64::try_from(then)
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default();
+    format!("{date} ({})", ago(now, then))
+}
+
+/// A byte count for people: `512 B`, `156.63 KiB`, `5.74 MiB`.
+pub(crate) fn size(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
 /// One line about a canary (`canary` from the API).
 pub(crate) fn canary_line(c: &serde_json::Map<String, serde_json::Value>) -> String {
     let state = c["state"].as_str().unwrap_or("");
@@ -159,5 +175,8 @@ mod tests {
         assert_eq!(super::ago(1000, 1000 - 300), "5 min ago");
         assert_eq!(super::ago(100_000, 100_000 - 3 * 3600 - 5), "3 h ago");
         assert_eq!(super::ago(10, 20), "0 s ago", "a clock behind the server's");
+        assert!(super::when(1_800_000_000, 1_800_000_000 - 300).ends_with(" (5 min ago)"));
+        assert_eq!(super::when(1_800_000_000, 1_800_000_000).len(), "2027-01-15 08:00 (0 s ago)".len());
+        assert_eq!(super::size(6_291_456), "6.00 MiB");
     }
 }

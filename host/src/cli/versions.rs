@@ -137,7 +137,7 @@ pub(crate) fn config(args: ConfigCmdArgs) -> anyhow::Result<()> {
     let mut config = live.config;
     args.config.apply(&mut config)?;
     let bundle = Bundle {
-        wasm: live.wasm,
+        wasm: Some(live.wasm),
         artifacts: live.artifacts,
         config,
         description: args.description,
@@ -157,7 +157,7 @@ fn print(answer: &Answer, json: bool) -> anyhow::Result<()> {
     let v: serde_json::Value = serde_json::from_slice(&answer.body).context("reading the versions")?;
     writeln!(
         out,
-        "{:>7}  {:<20} {:>7}  {:<14} {:>11}  {:<16} DESCRIPTION",
+        "{:>7}  {:<20} {:>7}  {:<14} {:>11}  {:<28} DESCRIPTION",
         "VERSION", "ALIASES", "TRAFFIC", "STATE", "INVOCATIONS", "DEPLOYED"
     )?;
     let now = super::unix_now();
@@ -167,13 +167,13 @@ fn print(answer: &Answer, json: bool) -> anyhow::Result<()> {
         let percent = version["percent"].as_u64().unwrap_or(0);
         writeln!(
             out,
-            "{:>7}  {:<20} {:>7}  {:<14} {:>11}  {:<16} {}",
-            version["version"],
+            "{:>7}  {:<20} {:>7}  {:<14} {:>11}  {:<28} {}",
+            version["version"].to_string(),
             if aliases.is_empty() { "-".into() } else { aliases.join(",") },
             if percent == 0 { "-".into() } else { format!("{percent}%") },
             version["state"].as_str().unwrap_or(""),
-            version["invocations"],
-            super::ago(now, version["deployed_at"].as_u64().unwrap_or(0)),
+            version["invocations"].to_string(),
+            super::when(now, version["deployed_at"].as_u64().unwrap_or(0)),
             version["description"].as_str().unwrap_or("")
         )?;
     }

@@ -83,6 +83,9 @@ impl FunctionConfig {
         if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
             return Err(format!("env: `{key}` is not a valid variable name"));
         }
+        if let Some(key) = self.env.keys().find(|k| k.starts_with("NIMBUS_")) {
+            return Err(format!("env: `{key}`: names starting with NIMBUS_ are set by Nimbus itself"));
+        }
         Ok(())
     }
 
@@ -95,6 +98,7 @@ impl FunctionConfig {
             timeout: self.timeout_s.duration(),
             init_timeout: self.init_timeout_s.duration(),
             env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            request_env: Vec::new(),
             sessions: (self.max_concurrency as usize).min(limits::cores()),
         }
     }

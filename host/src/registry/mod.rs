@@ -19,6 +19,7 @@
 //! Only functions with provisioned concurrency are loaded, after the port
 //! is open ([`Registry::warm_provisioned`]), a few at a time.
 
+pub mod builtin;
 mod canary;
 mod config;
 mod record;
@@ -30,9 +31,10 @@ pub use versions::{Canary, CanaryState, DEFAULT_KEEP, FunctionRecord, LIVE, MAX_
 
 use crate::journal::{EventKind, Journals};
 use crate::members::{HostInfo, Members};
+use crate::nn::Signature;
 use crate::pool::{Loader, Pool};
 use crate::runtime::{ComponentCache, LoadError, Runtime, Source};
-use crate::store::{Change, Expect, Manifest, Store, StoreError};
+use crate::store::{Change, Digest, Expect, Manifest, Store, StoreError};
 use canary::{Tally, Verdict};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -190,6 +192,22 @@ pub fn host_memory_mb() -> u64 {
         .ok()
         .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(16 << 10, |kb| kb >> 10)
+}
+
+/// What every request of `version` of `name` finds in its environment: the
+/// function and version serving it, and (for the built-in handler) which
+/// inputs and outputs are `bool`, which wasi-nn carries as `u8`.
+fn request_env(name: &str, version: &Version) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("NIMBUS_FUNCTION".to_owned(), name.to_owned()),
+        ("NIMBUS_VERSION".to_owned(), version.version.to_string()),
+    ];
+    let ports = version.graphs.values().flat_map(|s| s.inputs.iter().chain(&s.outputs));
+    let booleans: Vec<&str> = ports.filter(|p| p.datatype == "BOOL").map(|p| p.name.as_str()).collect();
+    if !booleans.is_empty() {
+        env.push(("NIMBUS_BOOL_TENSORS".to_owned(), booleans.join(",")));
+    }
+    env
 }
 
 fn now() -> u64 {
@@ -541,7 +559,12 @@ impl Registry {
     ) -> Result<(Arc<Deployed>, u64, Deployment), RegistryError> {
         validate_bundle(name, &mut bundle)?;
         let blobs = &self.store.blobs;
-        let wasm_size = blobs.size(&bundle.wasm).await?.ok_or(StoreError::MissingBlob(bundle.wasm.clone()))?;
+        let wasm = match bundle.wasm.take() {
+            Some(wasm) => wasm,
+            None => builtin::store(blobs).await.map_err(RegistryError::InvalidBundle)?,
+        };
+        let builtin = builtin::digest() == Some(&wasm);
+        let wasm_size = blobs.size(&wasm).await?.ok_or(StoreError::MissingBlob(wasm.clone()))?;
         for a in &mut bundle.artifacts {
             a.size = blobs.size(&a.digest).await?.ok_or(StoreError::MissingBlob(a.digest.clone()))?;
         }
@@ -553,7 +576,7 @@ impl Registry {
         let artifacts_digest = record::artifacts_digest(&bundle.artifacts);
         if let Some(d) = &current {
             let live = d.record.live();
-            if live.wasm == bundle.wasm && live.artifacts_digest == artifacts_digest && live.config == bundle.config {
+            if live.wasm == wasm && live.artifacts_digest == artifacts_digest && live.config == bundle.config {
                 let same = format!(
                     "deploy changed nothing: the same handler, artifacts and config as live version {}",
                     live.version
@@ -564,15 +587,25 @@ impl Registry {
         } else if bundle.canary.is_some() {
             return Err(Refused::Invalid(format!("`{name}` has no live version to try a canary against")).into());
         }
+        let graphs = self.read_graphs(&wasm, &artifacts_digest, &bundle.artifacts).await?;
+        if builtin && graphs.len() != 1 {
+            return Err(RegistryError::InvalidBundle(format!(
+                "a model-only deploy serves exactly one graph (one .onnx at the top of the model folder); found {}: \
+                 deploy each graph as its own function, or write a handler (`nimbus new`)",
+                graphs.len()
+            )));
+        }
         let version = Version {
             version: 0,
-            wasm: bundle.wasm,
+            wasm,
             wasm_size,
             artifacts_digest,
             artifacts: bundle.artifacts,
             config: bundle.config,
             deployed_at: now(),
             description: bundle.description,
+            builtin,
+            graphs,
             snapshot: None,
         };
         let (mut record, number) = match &current {
@@ -775,6 +808,38 @@ impl Registry {
         Ok(pool)
     }
 
+    /// Each graph's signature, read from the artifact folder (made ready
+    /// here), so that a model wasi-nn cannot serve is refused now rather
+    /// than at its first request.
+    async fn read_graphs(
+        &self,
+        wasm: &Digest,
+        set: &Digest,
+        artifacts: &[Artifact],
+    ) -> Result<BTreeMap<String, Signature>, RegistryError> {
+        let blobs = &self.store.blobs;
+        let files = artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect();
+        let manifest = Manifest { wasm: wasm.clone(), set: set.clone(), files, snapshot: None };
+        let _pin = blobs.ready(&manifest).await?;
+        let dir = blobs.artifact_dir(set);
+        let graphs: Vec<String> = artifacts
+            .iter()
+            .filter_map(|a| a.path.strip_suffix(".onnx").filter(|stem| !stem.contains('/')))
+            .map(str::to_owned)
+            .collect();
+        let read = move || {
+            graphs
+                .into_iter()
+                .map(|g| {
+                    let info = crate::nn::check_model(&dir.join(format!("{g}.onnx")), &dir)?;
+                    Ok((g, info.signature))
+                })
+                .collect::<Result<BTreeMap<_, _>, crate::nn::CheckError>>()
+        };
+        let read = tokio::task::spawn_blocking(read).await.map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        read.map_err(|e| RegistryError::InvalidBundle(e.to_string()))
+    }
+
     /// In a cluster, puts the compiled snapshot of a version just loaded
     /// into the object store, so other hosts load it without compiling.
     async fn share_snapshot(&self, pool: &Pool) -> Option<SharedSnapshot> {
@@ -805,13 +870,15 @@ impl Registry {
             files: version.artifacts.iter().map(|a| (a.path.clone(), a.digest.clone())).collect(),
             snapshot: version.snapshot.as_ref().map(|s| (s.key.clone(), s.digest.clone())),
         };
+        let mut spec = version.config.spec();
+        spec.request_env = request_env(name, version);
         let loader = Loader {
             runtime: self.runtime.clone(),
             name: name.to_owned(),
             version: version.version,
             journals: self.journals.clone(),
             source,
-            spec: version.config.spec(),
+            spec,
             cache: self.cache.clone(),
             files: Some((blobs.clone(), manifest)),
         };

@@ -3,8 +3,10 @@
 //! durable description the server reads on restart.
 
 use super::config::FunctionConfig;
+use crate::nn::Signature;
 use crate::store::Digest;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One artifact file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,8 +25,10 @@ pub struct Artifact {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
-    /// The handler component's blob.
-    pub wasm: Digest,
+    /// The handler component's blob; none for a model-only deploy, which
+    /// runs the built-in handler.
+    #[serde(default)]
+    pub wasm: Option<Digest>,
     /// The artifact folder's files.
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
@@ -81,6 +85,13 @@ pub struct Version {
     /// What it is, in the deployer's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Whether the handler is the built-in one (a model-only deploy): such
+    /// versions speak the Open Inference Protocol.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
+    /// Each graph's inputs and outputs, by graph name, read at deploy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub graphs: BTreeMap<String, Signature>,
     /// In a cluster: the compiled snapshot the deploying host made, so
     /// hosts with the same engine load it instead of compiling.
     #[serde(default, skip_serializing_if = "Option::is_none")]

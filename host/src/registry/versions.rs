@@ -353,6 +353,8 @@ mod tests {
             config: FunctionConfig::default(),
             deployed_at: 7,
             description: None,
+            builtin: false,
+            graphs: Default::default(),
             snapshot: None,
         }
     }

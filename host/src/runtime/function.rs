@@ -32,6 +32,10 @@ pub struct FunctionSpec {
     pub init_timeout: Duration,
     /// Environment variables the handler sees.
     pub env: Vec<(String, String)>,
+    /// Variables only requests see (which function and version serves
+    /// them), not `init`: the snapshot, keyed by `env`, stays the same
+    /// across names and versions of the same handler.
+    pub request_env: Vec<(String, String)>,
     /// ONNX Runtime sessions per graph (calls that may run at once).
     pub sessions: usize,
 }
@@ -43,6 +47,7 @@ impl Default for FunctionSpec {
             timeout: Duration::from_secs(60),
             init_timeout: super::limits::DEFAULT_INIT_TIMEOUT.duration(),
             env: Vec::new(),
+            request_env: Vec::new(),
             sessions: 1,
         }
     }
@@ -121,6 +126,7 @@ impl Function {
                 let store_spec = StoreSpec {
                     artifacts: &source.artifacts,
                     env: &spec.env,
+                    request_env: &[],
                     graphs: &graphs,
                     memory: spec.memory,
                     host_memory: &runtime.host_memory,

@@ -31,6 +31,7 @@ impl Instance {
         let spec = StoreSpec {
             artifacts: &function.artifacts,
             env: &function.spec.env,
+            request_env: &function.spec.request_env,
             graphs: &function.graphs,
             memory: function.spec.memory,
             host_memory: &function.runtime.host_memory,

@@ -30,6 +30,8 @@ pub struct State {
 pub(crate) struct StoreSpec<'a> {
     pub artifacts: &'a Path,
     pub env: &'a [(String, String)],
+    /// Added for requests only (see `FunctionSpec::request_env`).
+    pub request_env: &'a [(String, String)],
     pub graphs: &'a Arc<Graphs>,
     pub memory: MemoryTier,
     pub host_memory: &'a Arc<HostMemory>,
@@ -42,6 +44,7 @@ impl State {
         let wasi = WasiCtxBuilder::new()
             .preopened_dir(spec.artifacts, "/model", FsPerms::ReadOnly)?
             .envs(spec.env)
+            .envs(spec.request_env)
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_blocking_current_thread(true)
