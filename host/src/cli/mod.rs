@@ -6,6 +6,7 @@ mod deploy;
 mod hosts;
 mod logs;
 mod manage;
+mod new;
 mod run;
 mod serve;
 mod versions;
@@ -41,6 +42,8 @@ enum Command {
     Run(run::RunArgs),
     /// Serve functions over HTTP.
     Serve(serve::ServeArgs),
+    /// Write a new handler crate from a template (tabular, text, image).
+    New(new::NewArgs),
     /// Create or update a function on a server.
     Deploy(deploy::DeployArgs),
     /// Invoke a function and print the response body.
@@ -75,6 +78,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => run::run(args).await,
             Command::Serve(args) => serve::serve(args).await,
+            Command::New(args) => new::new(args),
             Command::Deploy(args) => blocking(move || deploy::deploy(args)).await,
             Command::Invoke(args) => blocking(move || manage::invoke(args)).await,
             Command::List(args) => blocking(move || manage::list(args)).await,
