@@ -163,7 +163,11 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
     println!("timeout:          {} s", config("timeout_s"));
     println!("payload limit:    {}", super::size(config("payload_limit_bytes")));
     let short = |digest: &serde_json::Value| digest.as_str().unwrap_or("").chars().take(12).collect::<String>();
-    let handler = if f["builtin"] == true { "built-in (model only; /v2/models/NAME/infer)" } else { "" };
+    let handler = if f["builtin"] == true {
+        format!("built-in (model only; /v2/models/{}/infer)", args.name)
+    } else {
+        String::new()
+    };
     println!("handler:          {} {} {handler}", short(&f["wasm"]), super::size(f["wasm_size"].as_u64().unwrap_or(0)));
     for a in f["artifacts"].as_array().into_iter().flatten() {
         println!(
