@@ -1,5 +1,6 @@
-//! The SDK's request body helpers on arbitrary bodies and headers: a
-//! value or a `bad_input` error, never a panic.
+//! The SDK's request body helpers and its Open Inference Protocol decoder
+//! on arbitrary bodies and headers: a value or a `bad_input` error, never a
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let content_type = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let accept = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let body = parts.next().unwrap_or_default().to_vec();
-    let request = Request { content_type, accept, body };
+    let mut request = Request::new(&content_type, body);
+    request.accept = accept;
+    let _ = nimbus_sdk::oip::decode(&request);
     let _ = request.text();
     let _ = request.csv_rows();
     let _ = request.json_lines::<serde_json::Value>();
