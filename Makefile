@@ -93,7 +93,12 @@ $(VENV)/.oip: $(VENV)/.ready tests/oip/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt
 	touch $@
 
-test: build services $(VENV)/.oip
+# The OpenAPI checker tests/openapi.rs runs against a live server.
+$(VENV)/.openapi: $(VENV)/.ready tests/openapi/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/openapi/requirements.txt
+	touch $@
+
+test: build services $(VENV)/.oip $(VENV)/.openapi
 	cargo test --release --workspace
 
 lint: toolchain

@@ -33,10 +33,32 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
+/// The web console: redirects to `/console/`.
+#[utoipa::path(
+    get,
+    path = "/console",
+    operation_id = "console",
+    tag = "console",
+    responses((status = 308, description = "To `/console/`", headers(("location" = String)))),
+)]
 pub(super) async fn root() -> Redirect {
     Redirect::permanent("/console/")
 }
 
+/// The web console's page (it signs in with a token and calls this API).
+/// Its assets, `/console/{*path}`, are files of the page, not part of the
+/// API, and are left out of this document.
+#[utoipa::path(
+    get,
+    path = "/console/",
+    operation_id = "console_page",
+    tag = "console",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 404, description = "This binary was built without its console", body = String,
+            content_type = "text/plain"),
+    ),
+)]
 pub(super) async fn index() -> Response {
     serve("index.html")
 }

@@ -22,6 +22,31 @@ pub struct ApiError {
     pub(crate) detail: Option<String>,
 }
 
+/// Every error answer of this API (the Open Inference Protocol's routes
+/// under `/v2` answer [`OipErrorBody`] instead).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorInfo {
+    /// Stable, for scripts to branch on (`not_found`, `bad_request`, ...).
+    pub code: String,
+    /// What happened and what to do, for people.
+    pub message: String,
+}
+
+/// An error answer of the Open Inference Protocol's routes (`/v2/...`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = OipError)]
+pub struct OipErrorBody {
+    /// What happened and what to do.
+    pub error: String,
+}
+
 /// What the server log gets about an error and the caller does not.
 #[derive(Debug, Clone)]
 pub(crate) struct Detail(pub String);
@@ -63,7 +88,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody { error: ErrorInfo { code: self.code.to_owned(), message: self.message.clone() } };
         self.respond(body)
     }
 }
@@ -72,11 +97,11 @@ impl ApiError {
     /// The answer in the Open Inference Protocol's shape, `{"error": "..."}`,
     /// which its clients read; status, retry and log detail as always.
     pub(crate) fn into_oip_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message });
+        let body = OipErrorBody { error: self.message.clone() };
         self.respond(body)
     }
 
-    fn respond(self, body: serde_json::Value) -> Response {
+    fn respond(self, body: impl serde::Serialize) -> Response {
         let mut response = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, s.into());

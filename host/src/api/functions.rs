@@ -6,14 +6,16 @@
 
 use super::App;
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::extract::Path;
+use super::openapi::Binary;
 use crate::pool::{Gauges, Metrics, Percentiles};
 use crate::registry::{Bundle, Canary, Deployed as Live, Deployment, LIVE, Version, Weight};
 use crate::store::{BLOB_LIMIT, Digest};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -24,6 +26,24 @@ fn digest(s: &str) -> Result<Digest, ApiError> {
     Digest::parse(s).map_err(ApiError::bad_request)
 }
 
+/// Whether a blob is stored (in a cluster: in the object store).
+#[utoipa::path(
+    head,
+    path = "/v1/blobs/{digest}",
+    operation_id = "has_blob",
+    tag = "blobs",
+    security(("bearer" = [])),
+    params(("digest" = Digest, Path, description = "The blob's sha256")),
+    responses(
+        (status = 200, description = "Stored (no body)"),
+        (status = 404, description = "Not stored (no body)"),
+        (status = 400, description = "`bad_request`: not a sha256 digest (a HEAD answer has no body)"),
+        (status = 401, description = "`unauthorized` (a HEAD answer has no body)"),
+        (status = 500, description = "`storage_error` (a HEAD answer has no body)"),
+        (status = 503, description = "`objects_unavailable`: the object store cannot be reached (a HEAD answer \
+            has no body)"),
+    ),
+)]
 pub(super) async fn has_blob(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -34,24 +54,51 @@ pub(super) async fn has_blob(
     Ok(if stored { StatusCode::OK } else { StatusCode::NOT_FOUND })
 }
 
+/// Uploads a blob: stored only if the bytes hash to `digest`; idempotent.
+#[utoipa::path(
+    put,
+    path = "/v1/blobs/{digest}",
+    operation_id = "put_blob",
+    tag = "blobs",
+    security(("bearer" = [])),
+    params(("digest" = Digest, Path, description = "The blob's sha256")),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The bytes"),
+    responses(
+        (status = 201, description = "Stored (or already was)", body = BlobStored),
+        (status = 400, description = "`bad_request` (not a sha256 digest, an interrupted upload), \
+            `digest_mismatch` (the bytes hash to another digest)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over the largest blob", body = ErrorBody),
+        (status = 500, description = "`storage_error`", body = ErrorBody),
+        (status = 503, description = "`objects_unavailable`: the object store cannot be reached", body = ErrorBody),
+    ),
+)]
 pub(super) async fn put_blob(
     _: Admin,
     State(app): State<Arc<App>>,
     Path(d): Path<String>,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<BlobStored>), ApiError> {
     let d = digest(&d)?;
     let blobs = &app.registry.store().blobs;
     let size = match blobs.size(&d).await? {
         Some(size) => size,
         None => blobs.put_stream(&d, body.into_data_stream(), BLOB_LIMIT).await?,
     };
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "digest": d, "size": size }))))
+    Ok((StatusCode::CREATED, Json(BlobStored { digest: d, size })))
+}
+
+/// What `PUT /v1/blobs/{digest}` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct BlobStored {
+    digest: Digest,
+    /// Bytes.
+    size: u64,
 }
 
 /// What `GET /v1/functions/{name}` answers: the live version, what points
 /// where, and the function's counters over all its versions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FunctionView {
     name: String,
     /// Unix seconds of the first deploy.
@@ -63,7 +110,7 @@ pub struct FunctionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     canary: Option<Canary>,
     versions_kept: usize,
-    state: &'static str,
+    state: PoolState,
     invocations: u64,
     errors_4xx: u64,
     errors_5xx: u64,
@@ -108,20 +155,59 @@ impl FunctionView {
 }
 
 /// A pool's (or a function's) state in one word.
-pub(super) fn state(g: Gauges) -> &'static str {
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum PoolState {
+    /// Nothing loaded.
+    ScaledToZero,
+    /// Loaded, no request running.
+    Warm,
+    /// Serving requests.
+    Busy,
+}
+
+/// A pool's (or a function's) state in one word.
+pub(super) fn state(g: Gauges) -> PoolState {
     match (g.loaded, g.busy_instances) {
-        (false, _) => "scaled-to-zero",
-        (true, 0) => "warm",
-        (true, _) => "busy",
+        (false, _) => PoolState::ScaledToZero,
+        (true, 0) => PoolState::Warm,
+        (true, _) => PoolState::Busy,
     }
 }
 
+/// Deploys a bundle (its blobs uploaded first) as the function's next version.
+#[utoipa::path(
+    put,
+    path = "/v1/functions/{name}",
+    operation_id = "deploy",
+    tag = "functions",
+    security(("bearer" = [])),
+    params(("name" = String, Path,
+        description = "1-63 letters, digits and hyphens, not starting or ending with a hyphen")),
+    request_body(content = Bundle, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A new function", body = Deployed),
+        (status = 200, description = "A new version, or none (`unchanged`)", body = Deployed),
+        (status = 400, description = "`bad_request` (not a bundle), `invalid_name`, `invalid_config`, \
+            `missing_blob`, `invalid_change`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`over_capacity` (provisioned memory over the budget), `conflict` (another \
+            host changed the function meanwhile; retry)", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "Deploy refused, the previous version keeps serving: `invalid_component`, \
+            `not_a_handler`, `init_failed`, `invalid_model`", body = ErrorBody),
+        (status = 500, description = "`internal`, `storage_error`", body = ErrorBody),
+        (status = 503, description = "`at_capacity`, `records_unavailable`, `objects_unavailable`; `Retry-After` \
+            says when to retry", body = ErrorBody),
+    ),
+)]
 pub(super) async fn deploy(
     _: Admin,
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Deployed>), ApiError> {
+    let body = super::extract::bytes(body)?;
     let bundle: Bundle =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid bundle: {e}")))?;
     let (d, number, deployment) = app
@@ -138,7 +224,7 @@ pub(super) async fn deploy(
 /// What `PUT /v1/functions/{name}` answers: the version the deploy stands
 /// for (new, or the live one when `unchanged`), where `live` points, and
 /// whether the deploy `created`, `updated` or left it `unchanged`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Deployed {
     name: String,
     #[serde(flatten)]
@@ -156,22 +242,40 @@ pub const PAGE_MAX: u16 = 1000;
 
 /// `GET /v1/functions?limit=N&after=NAME`: a page of functions sorted by
 /// name, after the cursor `after` (the previous page's `next`).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Functions per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// The previous page's `next`.
     after: Option<String>,
 }
 
 /// A page of functions; `next` is the cursor of the following page,
 /// absent on the last one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Page {
     functions: Vec<FunctionView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
 
+/// A page of functions, sorted by name.
+#[utoipa::path(
+    get,
+    path = "/v1/functions",
+    operation_id = "list_functions",
+    tag = "functions",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page; the last one has no `next`", body = Page),
+        (status = 400, description = "`bad_request`: a malformed query or `limit` out of range", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -190,6 +294,20 @@ pub(super) async fn list(
     Ok(Json(Page { functions, next }))
 }
 
+/// The function: its live version, aliases, traffic and counters.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}",
+    operation_id = "describe",
+    tag = "functions",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The function")),
+    responses(
+        (status = 200, description = "The function", body = FunctionView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn describe(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -199,6 +317,24 @@ pub(super) async fn describe(
     Ok(Json(FunctionView::of(&d, app.registry.store().root())))
 }
 
+/// Deletes the function, every version of it.
+#[utoipa::path(
+    delete,
+    path = "/v1/functions/{name}",
+    operation_id = "delete",
+    tag = "functions",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The function")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`conflict`: another host changed the function meanwhile; retry",
+            body = ErrorBody),
+        (status = 500, description = "`storage_error`", body = ErrorBody),
+        (status = 503, description = "`records_unavailable`, `objects_unavailable`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn delete(
     _: Admin,
     State(app): State<Arc<App>>,

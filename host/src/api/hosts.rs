@@ -3,6 +3,7 @@
 
 use super::App;
 use super::auth::Admin;
+use super::error::ErrorBody;
 use crate::members::HostInfo;
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// The answer: every live host, and which one answered.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HostsView {
     /// Whether hosts share records and blobs (etcd, an object store).
     cluster: bool,
@@ -19,6 +20,18 @@ pub struct HostsView {
     hosts: Vec<HostInfo>,
 }
 
+/// The hosts serving now.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "list_hosts",
+    tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every live host (one alone outside a cluster)", body = HostsView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(_: Admin, State(app): State<Arc<App>>) -> Json<HostsView> {
     let registry = &app.registry;
     let members = registry.members();

@@ -7,7 +7,8 @@
 //! version or alias.
 
 use super::auth::Invoker;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::extract::Path;
 use super::{App, RequestId};
 use crate::journal::{Body as Line, Entry, Head, Invocation, Journal, Millis};
 use crate::pool::{Pool, Served};
@@ -16,7 +17,7 @@ use crate::runtime::{Invoked, Output, Request};
 use axum::Extension;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -35,10 +36,13 @@ pub const VERSION: &str = "x-nimbus-function-version";
 pub const TARGET_VERSION: &str = "x-nimbus-target-version";
 
 /// `?version=N` or `?alias=NAME`: which version serves the request.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct InvokeQuery {
+    /// Serve this version (not with `alias`).
     version: Option<u64>,
+    /// Serve the version this alias names (not with `version`).
     alias: Option<String>,
 }
 
@@ -81,6 +85,47 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes,
     axum::body::to_bytes(body, limit as usize).await.map_err(|_| too_large())
 }
 
+/// Invokes the function: the body and `Content-Type` / `Accept` go to its
+/// handler as they are, and its answer comes back as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invocations",
+    operation_id = "invoke",
+    tag = "invocations",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The function"),
+        InvokeQuery,
+        ("x-nimbus-target-version" = Option<u64>, Header,
+            description = "Serve this version, whatever the traffic weights say; wins over the query"),
+    ),
+    request_body(content_type = "*/*", description = "Whatever the handler reads, in its `Content-Type`"),
+    responses(
+        (status = 200, description = "The handler's answer, in its content type", content_type = "*/*",
+            headers(
+                ("x-nimbus-function-version" = u64, description = "The version that answered"),
+                ("x-nimbus-model-latency-us" = u64, description = "Microseconds inside the handler"),
+                ("x-nimbus-overhead-latency-us" = u64, description = "Microseconds around it"),
+            )),
+        (status = 400, description = "`bad_input` (the handler's words), `bad_request` (a malformed query or \
+            `x-nimbus-target-version`)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: the server has an invoke token", body = ErrorBody),
+        (status = 404, description = "`not_found`, `version_not_found`, `alias_not_found`", body = ErrorBody),
+        (status = 406, description = "`not_acceptable`: the handler cannot answer in any type of `Accept`",
+            body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: over the function's `payload_limit_bytes`",
+            body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: the handler does not read this `Content-Type`",
+            body = ErrorBody),
+        (status = 429, description = "`throttled`: `max_concurrency` stayed busy for `queue_timeout_ms`; \
+            `Retry-After` says when to retry", body = ErrorBody),
+        (status = 500, description = "`handler_failed`, `handler_trapped`, `memory_exceeded`, \
+            `cold_start_failed`, `internal`", body = ErrorBody),
+        (status = 503, description = "`at_capacity`, `no_share_here`, `objects_unavailable`; `Retry-After` says \
+            when to retry", body = ErrorBody),
+        (status = 504, description = "`timeout`: the request ran past `timeout_s`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn invoke(
     _: Invoker,
     State(app): State<Arc<App>>,

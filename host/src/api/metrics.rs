@@ -4,12 +4,26 @@
 
 use super::App;
 use super::auth::MetricsReader;
+use super::error::ErrorBody;
 use crate::pool::Series;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use std::sync::Arc;
 
+/// Prometheus metrics, per function version and for the host.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security(("bearer" = []), ()),
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: the metrics or admin token is needed unless the server runs \
+            with `--metrics-open`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn metrics(_: MetricsReader, State(app): State<Arc<App>>) -> impl IntoResponse {
     let functions = app.registry.list();
     let pools: Vec<_> = functions.iter().flat_map(|d| d.pools().into_iter().map(move |(v, p)| (d, v, p))).collect();

@@ -9,6 +9,7 @@
 mod auth;
 mod console;
 mod error;
+mod extract;
 pub mod front;
 mod functions;
 mod hosts;
@@ -17,12 +18,14 @@ mod invoke;
 mod metrics;
 mod observe;
 mod oip;
+mod openapi;
 mod peers;
 mod versions;
 
 pub use auth::Tokens;
 pub use error::ApiError;
 pub use invoke::{MODEL_LATENCY, OVERHEAD_LATENCY, REQUEST_ID, TARGET_VERSION, VERSION};
+pub use openapi::document as openapi_document;
 
 use crate::registry::Registry;
 use axum::Router;
@@ -30,9 +33,12 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler shares.
 pub struct App {
@@ -65,41 +71,63 @@ impl App {
     }
 }
 
+/// The documented routes, each with its part of the OpenAPI document (see
+/// `openapi`): one `routes!` per path, every method of the path in it.
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(openapi::Frame::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(console::root))
+        .routes(routes!(console::index))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(hosts::list))
+        .routes(routes!(functions::put_blob, functions::has_blob))
+        .routes(routes!(functions::list))
+        .routes(routes!(functions::deploy, functions::describe, functions::delete))
+        .routes(routes!(invoke::invoke))
+        .routes(routes!(versions::list))
+        .routes(routes!(versions::set_alias, versions::delete_alias))
+        .routes(routes!(versions::set_traffic))
+        .routes(routes!(versions::rollback))
+        .routes(routes!(observe::logs))
+        .routes(routes!(observe::events))
+        .routes(routes!(observe::stats))
+        .routes(routes!(observe::summary))
+        .routes(routes!(oip::server))
+        .routes(routes!(oip::live))
+        .routes(routes!(oip::ready))
+        .routes(routes!(oip::model_metadata))
+        .routes(routes!(oip::model_ready_live))
+        .routes(routes!(oip::model_infer))
+        .routes(routes!(oip::version_metadata))
+        .routes(routes!(oip::version_ready))
+        .routes(routes!(oip::version_infer))
+}
+
 /// All routes.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/console", get(console::root))
-        .route("/console/", get(console::index))
+    let (documented, _) = routes().split_for_parts();
+    documented
+        // The console's assets: files of its page, not part of the API (an
+        // OpenAPI path parameter cannot span segments as `{*path}` does).
         .route("/console/{*path}", get(console::asset))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/hosts", get(hosts::list))
-        .route("/v1/blobs/{digest}", put(functions::put_blob).head(functions::has_blob))
-        .route("/v1/functions", get(functions::list))
-        .route("/v1/functions/{name}", put(functions::deploy).get(functions::describe).delete(functions::delete))
-        .route("/v1/functions/{name}/invocations", post(invoke::invoke))
-        .route("/v1/functions/{name}/versions", get(versions::list))
-        .route("/v1/functions/{name}/aliases/{alias}", put(versions::set_alias).delete(versions::delete_alias))
-        .route("/v1/functions/{name}/traffic", put(versions::set_traffic))
-        .route("/v1/functions/{name}/rollback", post(versions::rollback))
-        .route("/v1/functions/{name}/logs", get(observe::logs))
-        .route("/v1/functions/{name}/events", get(observe::events))
-        .route("/v1/functions/{name}/stats", get(observe::stats))
-        .route("/v1/stats", get(observe::summary))
-        .route("/v2", get(oip::server))
-        .route("/v2/health/live", get(oip::live))
-        .route("/v2/health/ready", get(oip::ready))
-        .route("/v2/models/{name}", get(oip::metadata))
-        .route("/v2/models/{name}/ready", get(oip::model_ready))
-        .route("/v2/models/{name}/infer", post(oip::infer))
-        .route("/v2/models/{name}/versions/{version}", get(oip::metadata))
-        .route("/v2/models/{name}/versions/{version}/ready", get(oip::model_ready))
-        .route("/v2/models/{name}/versions/{version}/infer", post(oip::infer))
         .fallback(|| async {
             ApiError::new(axum::http::StatusCode::NOT_FOUND, "no_route", "no such route; see docs/api.md")
         })
         .layer(axum::middleware::from_fn_with_state(app.clone(), request_id))
         .with_state(app)
+}
+
+/// Whether the server is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain", example = "ok")),
+)]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// A request's id, for handlers that log under it.

@@ -6,13 +6,16 @@
 
 use super::App;
 use super::auth::Admin;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::extract::Path;
+use super::functions::PoolState;
+use super::openapi::{FollowedEvents, FollowedLog, Since};
 use super::peers::{self, SseEvent};
 use crate::journal::{Entry, Event, Journal, LIMIT_MAX, Millis, Query as Window, Record};
 use crate::pool::{Gauges, STEP_S, Step, step_of};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -25,19 +28,29 @@ use std::time::Duration;
 /// Records per answer unless `limit` says otherwise.
 const LIMIT_DEFAULT: usize = 100;
 /// The longest window of `/stats`, in minutes (what timelines keep).
-const MINUTES_MAX: u64 = crate::pool::KEPT.as_secs() / 60;
+pub(super) const MINUTES_MAX: u64 = crate::pool::KEPT.as_secs() / 60;
 /// How long a peer has to send the backlog of a followed log.
 const BACKLOG_PATIENCE: Duration = Duration::from_secs(3);
 
 /// `?since=&limit=&request=&follow=&local=` of `/logs` and `/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct JournalQuery {
+    /// From this time on: RFC 3339, or a duration ago (`30s`, `10m`, `2h`, `7d`).
+    #[param(inline, value_type = Option<Since>)]
     since: Option<String>,
+    /// The newest this many records (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
+    /// Only this request's entries (its `x-nimbus-request-id`); logs only.
+    #[param(pattern = "^[A-Za-z0-9]{1,64}$")]
     request: Option<String>,
+    /// Answer `text/event-stream`: the backlog, an event named `live`, then
+    /// each new record as it is written, until the client leaves.
     #[serde(default)]
     follow: bool,
+    /// This host's records only (how hosts of a cluster ask each other).
     #[serde(default)]
     local: bool,
 }
@@ -110,6 +123,51 @@ fn known(app: &App, name: &str) -> Result<(), ApiError> {
     app.registry.get(name).map(drop).ok_or_else(|| ApiError::not_found(name))
 }
 
+/// A page of a function's log, in a cluster from every live host.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct LogPage {
+    /// Oldest first.
+    entries: Vec<Entry>,
+    /// Whether older entries were left out.
+    truncated: bool,
+    /// Hosts that did not answer in time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing_hosts: Vec<String>,
+}
+
+/// A page of a function's events, in a cluster from every live host.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct EventPage {
+    /// Oldest first.
+    events: Vec<Event>,
+    /// Whether older events were left out.
+    truncated: bool,
+    /// Hosts that did not answer in time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    missing_hosts: Vec<String>,
+}
+
+/// The function's log: each request's outcome and the lines its handler wrote.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/logs",
+    operation_id = "logs",
+    tag = "observability",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The function"), JournalQuery),
+    responses(
+        (status = 200, description = "The newest `limit` entries at or after `since`, oldest first; with \
+            `follow=true` server-sent events: each entry as JSON in `data`, an event named `live` once the \
+            backlog is sent, one named `missing_hosts` (a JSON list) if hosts did not answer, then each new \
+            entry as it is written, with `: keep-alive` comments every 15 s",
+            content((LogPage = "application/json"), (FollowedLog = "text/event-stream"))),
+        (status = 400, description = "`bad_request`: a malformed query, `since` or `request`, or `limit` out of \
+            range", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the journal could not be read", body = ErrorBody),
+    ),
+)]
 pub(super) async fn logs(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -121,9 +179,30 @@ pub(super) async fn logs(
     let request = asked.request.clone();
     let keep = move |e: &Entry| request.as_deref().is_none_or(|r| e.request_id == r);
     let path = format!("/v1/functions/{name}/logs");
-    answer(app.clone(), &app.registry.journals().logs, name, asked, keep, &path, "entries").await
+    let page = |entries, truncated, missing_hosts| LogPage { entries, truncated, missing_hosts };
+    answer(app.clone(), &app.registry.journals().logs, name, asked, keep, &path, page).await
 }
 
+/// The function's events: deploys, alias and traffic changes, cold starts,
+/// throttles and the like.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/events",
+    operation_id = "events",
+    tag = "observability",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The function"), JournalQuery),
+    responses(
+        (status = 200, description = "The newest `limit` events at or after `since`, oldest first; with \
+            `follow=true` server-sent events as for logs",
+            content((EventPage = "application/json"), (FollowedEvents = "text/event-stream"))),
+        (status = 400, description = "`bad_request`: a malformed query or `since`, `limit` out of range, or \
+            `request` (events belong to no request)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the journal could not be read", body = ErrorBody),
+    ),
+)]
 pub(super) async fn events(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -136,19 +215,20 @@ pub(super) async fn events(
     }
     known(&app, &name)?;
     let path = format!("/v1/functions/{name}/events");
-    answer(app.clone(), &app.registry.journals().events, name, asked, |_: &Event| true, &path, "events").await
+    let page = |events, truncated, missing_hosts| EventPage { events, truncated, missing_hosts };
+    answer(app.clone(), &app.registry.journals().events, name, asked, |_: &Event| true, &path, page).await
 }
 
 /// Reads (or follows) one journal of `name` here and, unless asked for
 /// this host only, on every other host.
-async fn answer<T: Record>(
+async fn answer<T: Record, P: Serialize>(
     app: Arc<App>,
     journal: &Journal<T>,
     name: String,
     asked: Asked,
     keep: impl Fn(&T) -> bool + Clone + Send + Sync + 'static,
     path: &str,
-    key: &str,
+    framed: impl FnOnce(Vec<T>, bool, Vec<String>) -> P,
 ) -> Result<Response, ApiError> {
     let forwarded = asked.forwarded(path);
     if asked.follow {
@@ -164,11 +244,7 @@ async fn answer<T: Record>(
         missing = gathered.missing;
     }
     let (records, truncated) = merge(pages, limit);
-    let mut body = serde_json::json!({ key: records, "truncated": truncated });
-    if !missing.is_empty() {
-        body["missing_hosts"] = missing.into();
-    }
-    Ok(Json(body).into_response())
+    Ok(Json(framed(records, truncated, missing)).into_response())
 }
 
 /// The backlog (merged over hosts, the newest `limit`), an event named
@@ -248,10 +324,14 @@ fn journal_view<T: Record>(journal: &Journal<T>) -> impl Fn(T) -> T + Send + Syn
 }
 
 /// `?minutes=M&local=` of `/stats`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StatsQuery {
+    /// The window: the last this many minutes (default 15).
+    #[param(minimum = 1, maximum = 30)]
     minutes: Option<u64>,
+    /// This host's figures only, unmerged (how hosts of a cluster ask each other).
     #[serde(default)]
     local: bool,
 }
@@ -277,7 +357,7 @@ impl StatsQuery {
 }
 
 /// What a window of steps shows: sums, percentiles, instances.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Figures {
     invocations: u64,
     errors_4xx: u64,
@@ -321,11 +401,58 @@ fn steps_here(d: &crate::registry::Deployed, first: u64) -> BTreeMap<u64, Step> 
     steps
 }
 
-#[derive(Serialize, Deserialize)]
+/// What `/stats?local=true` answers: this host's steps, as they are.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 struct RemoteSteps {
     steps: Vec<Step>,
 }
 
+/// A function's recent history in steps, zeros filled.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Timeline {
+    /// Seconds per step.
+    step_s: u64,
+    /// Hosts whose figures are in.
+    hosts: usize,
+    /// Hosts that did not answer in time.
+    missing_hosts: Vec<String>,
+    /// Oldest first; latencies are null in a step with no served request.
+    points: Vec<Point>,
+}
+
+/// One step of a [`Timeline`].
+#[derive(Serialize, utoipa::ToSchema)]
+struct Point {
+    /// Unix seconds at the step's start.
+    t: u64,
+    #[serde(flatten)]
+    figures: Figures,
+}
+
+/// What `/stats` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum StatsAnswer {
+    Timeline(Timeline),
+    Local(RemoteSteps),
+}
+
+/// The function's recent history in 5 s steps, over every live host.
+#[utoipa::path(
+    get,
+    path = "/v1/functions/{name}/stats",
+    operation_id = "stats",
+    tag = "observability",
+    security(("bearer" = [])),
+    params(("name" = String, Path, description = "The function"), StatsQuery),
+    responses(
+        (status = 200, description = "The window's steps (with `local=true`: this host's steps only, as kept)",
+            body = StatsAnswer),
+        (status = 400, description = "`bad_request`: a malformed query or `minutes` out of range", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn stats(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -337,39 +464,80 @@ pub(super) async fn stats(
     let first = q.first_step();
     let mut steps = steps_here(&d, first);
     if q.local {
-        return Ok(Json(RemoteSteps { steps: steps.into_values().collect() }).into_response());
+        return Ok(Json(StatsAnswer::Local(RemoteSteps { steps: steps.into_values().collect() })).into_response());
     }
     let path = format!("/v1/functions/{name}/stats?minutes={}&local=true", q.minutes());
     let gathered = peers::gather::<RemoteSteps>(&app, &path).await;
     for s in gathered.answers.iter().flat_map(|r| &r.steps).filter(|s| s.t >= first) {
         steps.entry(s.t).or_insert_with(|| Step { t: s.t, ..Step::default() }).merge(s);
     }
-    #[derive(Serialize)]
-    struct Point {
-        t: u64,
-        #[serde(flatten)]
-        figures: Figures,
-    }
     let points: Vec<Point> = (0..q.minutes() * 60 / STEP_S)
         .map(|i| first + i * STEP_S)
         .map(|t| Point { t, figures: steps.get(&t).map_or_else(|| (&Step::default()).into(), Figures::from) })
         .collect();
-    Ok(Json(serde_json::json!({
-        "step_s": STEP_S,
-        "hosts": 1 + gathered.answers.len(),
-        "missing_hosts": gathered.missing,
-        "points": points,
-    }))
-    .into_response())
+    let timeline =
+        Timeline { step_s: STEP_S, hosts: 1 + gathered.answers.len(), missing_hosts: gathered.missing, points };
+    Ok(Json(StatsAnswer::Timeline(timeline)).into_response())
 }
 
 /// One function's window on one host: sums over the window, instances now.
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize, Default, utoipa::ToSchema)]
 struct Totals {
     total: Step,
     loaded: bool,
 }
 
+/// Every function's figures over a window, over every live host.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Summary {
+    /// Minutes in the window.
+    minutes: u64,
+    /// Hosts whose figures are in.
+    hosts: usize,
+    /// Hosts that did not answer in time.
+    missing_hosts: Vec<String>,
+    /// By function name.
+    functions: BTreeMap<String, FunctionSummary>,
+}
+
+/// One function's figures over the window (`warm` and `busy`: now).
+#[derive(Serialize, utoipa::ToSchema)]
+struct FunctionSummary {
+    state: PoolState,
+    #[serde(flatten)]
+    figures: Figures,
+}
+
+/// What `/v1/stats?local=true` answers: this host's sums, unmerged.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(max_properties = 1)]
+struct LocalSummary {
+    functions: BTreeMap<String, Totals>,
+}
+
+/// What `/v1/stats` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum SummaryAnswer {
+    Summary(Summary),
+    Local(LocalSummary),
+}
+
+/// Every function's figures over the window, over every live host.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    operation_id = "summary",
+    tag = "observability",
+    security(("bearer" = [])),
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "Every function's figures (with `local=true`: this host's sums only)",
+            body = SummaryAnswer),
+        (status = 400, description = "`bad_request`: a malformed query or `minutes` out of range", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ),
+)]
 pub(super) async fn summary(
     _: Admin,
     State(app): State<Arc<App>>,
@@ -392,7 +560,7 @@ pub(super) async fn summary(
         functions.insert(d.record.name.clone(), totals);
     }
     if q.local {
-        return Ok(Json(serde_json::json!({ "functions": functions })).into_response());
+        return Ok(Json(SummaryAnswer::Local(LocalSummary { functions })).into_response());
     }
     #[derive(Deserialize)]
     struct RemoteTotals {
@@ -407,27 +575,21 @@ pub(super) async fn summary(
             mine.loaded |= t.loaded;
         }
     }
-    #[derive(Serialize)]
-    struct Summary {
-        state: &'static str,
-        #[serde(flatten)]
-        figures: Figures,
-    }
-    let summaries: BTreeMap<String, Summary> = functions
+    let summaries: BTreeMap<String, FunctionSummary> = functions
         .into_iter()
         .map(|(name, t)| {
             let now = Gauges { loaded: t.loaded, busy_instances: t.total.busy, ..Gauges::default() };
             let state = super::functions::state(now);
-            (name, Summary { state, figures: (&t.total).into() })
+            (name, FunctionSummary { state, figures: (&t.total).into() })
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "minutes": q.minutes(),
-        "hosts": 1 + gathered.answers.len(),
-        "missing_hosts": gathered.missing,
-        "functions": summaries,
-    }))
-    .into_response())
+    let summary = Summary {
+        minutes: q.minutes(),
+        hosts: 1 + gathered.answers.len(),
+        missing_hosts: gathered.missing,
+        functions: summaries,
+    };
+    Ok(Json(SummaryAnswer::Summary(summary)).into_response())
 }
 
 #[cfg(test)]

@@ -13,18 +13,21 @@
 //! Errors are the protocol's `{"error": "..."}`.
 
 use super::auth::Invoker;
-use super::error::ApiError;
+use super::error::{ApiError, OipErrorBody};
+use super::extract::Path;
 use super::invoke::Call;
+use super::openapi::Binary;
 use super::{App, RequestId};
+use crate::nn::Port;
 use crate::pool::Pool;
 use crate::registry::{Deployed, Target};
 use crate::runtime::{Invoked, Request};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,20 +37,62 @@ pub(super) const HEADER_LENGTH: &str = "inference-header-content-length";
 /// the built-in handler: `application/vnd.nimbus.oip-binary; header-length=N`.
 const BINARY: &str = "application/vnd.nimbus.oip-binary";
 
+/// `GET /v2/health/live` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Live {
+    live: bool,
+}
+
+/// `GET /v2/health/ready` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Ready {
+    ready: bool,
+}
+
 /// `GET /v2/health/live`.
-pub(super) async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "live": true }))
+#[utoipa::path(
+    get,
+    path = "/v2/health/live",
+    operation_id = "oip_live",
+    tag = "oip",
+    responses((status = 200, description = "The server is live", body = Live)),
+)]
+pub(super) async fn live() -> Json<Live> {
+    Json(Live { live: true })
 }
 
 /// `GET /v2/health/ready`: the server serves from the moment it listens
 /// (functions load on their first request).
-pub(super) async fn ready() -> Json<serde_json::Value> {
-    Json(json!({ "ready": true }))
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    operation_id = "oip_ready",
+    tag = "oip",
+    responses((status = 200, description = "The server is ready", body = Ready)),
+)]
+pub(super) async fn ready() -> Json<Ready> {
+    Json(Ready { ready: true })
+}
+
+/// What `GET /v2` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ServerMetadata {
+    name: &'static str,
+    version: &'static str,
+    /// The protocol's extensions served.
+    extensions: Vec<&'static str>,
 }
 
 /// `GET /v2`: the server's metadata.
-pub(super) async fn server() -> Json<serde_json::Value> {
-    Json(json!({ "name": "nimbus", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }))
+#[utoipa::path(
+    get,
+    path = "/v2",
+    operation_id = "oip_server",
+    tag = "oip",
+    responses((status = 200, description = "The server's metadata", body = ServerMetadata)),
+)]
+pub(super) async fn server() -> Json<ServerMetadata> {
+    Json(ServerMetadata { name: "nimbus", version: env!("CARGO_PKG_VERSION"), extensions: vec!["binary_tensor_data"] })
 }
 
 /// `/v2/models/{name}` or `/v2/models/{name}/versions/{version}`: a version
@@ -56,6 +101,24 @@ pub(super) async fn server() -> Json<serde_json::Value> {
 pub(super) struct ModelPath {
     name: String,
     version: Option<String>,
+}
+
+/// What `GET /v2/models/{name}[/versions/{version}]` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ModelMetadata {
+    name: String,
+    /// Every kept version's number.
+    versions: Vec<String>,
+    platform: &'static str,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+}
+
+/// What `GET /v2/models/{name}[/versions/{version}]/ready` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ModelReady {
+    name: String,
+    ready: bool,
 }
 
 /// The version a protocol request names and its pool, if it speaks the
@@ -81,21 +144,22 @@ fn resolve(app: &App, path: &ModelPath) -> Result<(Arc<Deployed>, u64, Arc<Pool>
 /// `GET /v2/models/{name}[/versions/{version}]`: inputs and outputs of the
 /// graph, as read at deploy (-1 for dynamic dimensions; a ZipMap output
 /// lists its classes).
-pub(super) async fn metadata(
+async fn metadata(
     auth: Result<Invoker, ApiError>,
     State(app): State<Arc<App>>,
-    Path(path): Path<ModelPath>,
+    path: Result<Path<ModelPath>, ApiError>,
 ) -> Response {
-    let answer = auth.and_then(|_| resolve(&app, &path)).map(|(deployed, version, _)| {
+    let answer = auth.and(path).and_then(|Path(path)| {
+        let (deployed, version, _) = resolve(&app, &path)?;
         let v = &deployed.record.versions[&version];
         let signature = v.graphs.values().next().cloned().unwrap_or_default();
         let versions: Vec<String> = deployed.record.versions.keys().map(u64::to_string).collect();
-        Json(json!({
-            "name": path.name,
-            "versions": versions,
-            "platform": "onnxruntime_onnx",
-            "inputs": signature.inputs,
-            "outputs": signature.outputs,
+        Ok(Json(ModelMetadata {
+            name: path.name,
+            versions,
+            platform: "onnxruntime_onnx",
+            inputs: signature.inputs,
+            outputs: signature.outputs,
         }))
     });
     answer.map_or_else(ApiError::into_oip_response, IntoResponse::into_response)
@@ -103,28 +167,30 @@ pub(super) async fn metadata(
 
 /// `GET /v2/models/{name}[/versions/{version}]/ready`: a version at zero is
 /// ready too; its first request loads it.
-pub(super) async fn model_ready(
+async fn model_ready(
     auth: Result<Invoker, ApiError>,
     State(app): State<Arc<App>>,
-    Path(path): Path<ModelPath>,
+    path: Result<Path<ModelPath>, ApiError>,
 ) -> Response {
-    match auth.and_then(|_| resolve(&app, &path)) {
-        Ok(_) => Json(json!({ "name": path.name, "ready": true })).into_response(),
-        Err(e) => e.into_oip_response(),
-    }
+    let answer = auth.and(path).and_then(|Path(path)| {
+        resolve(&app, &path)?;
+        Ok(Json(ModelReady { name: path.name, ready: true }))
+    });
+    answer.map_or_else(ApiError::into_oip_response, IntoResponse::into_response)
 }
 
 /// `POST /v2/models/{name}[/versions/{version}]/infer`.
-pub(super) async fn infer(
+async fn infer(
     auth: Result<Invoker, ApiError>,
     State(app): State<Arc<App>>,
     Extension(RequestId(id)): Extension<RequestId>,
     headers: HeaderMap,
-    Path(path): Path<ModelPath>,
+    path: Result<Path<ModelPath>, ApiError>,
     body: Body,
 ) -> Response {
     let start = Instant::now();
-    let (deployed, version, pool) = match auth.and_then(|_| resolve(&app, &path)) {
+    let resolved = auth.and(path).and_then(|Path(path)| Ok((resolve(&app, &path)?, path)));
+    let ((deployed, version, pool), path) = match resolved {
         Ok(resolved) => resolved,
         Err(e) => return e.into_oip_response(),
     };
@@ -171,6 +237,267 @@ fn render(result: Result<Invoked, ApiError>) -> Response {
         }
     }
     response
+}
+
+// The routes, one handler each (a version in the path or not: the same
+// work), documented for the OpenAPI document. Errors are the protocol's.
+
+/// A model's metadata: its live version's inputs and outputs.
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}",
+    operation_id = "oip_model_metadata",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(("name" = String, Path, description = "The function (a model-only deploy)")),
+    responses(
+        (status = 200, description = "The graph's inputs and outputs, as read at deploy", body = ModelMetadata),
+        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn model_metadata(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    path: Result<Path<ModelPath>, ApiError>,
+) -> Response {
+    metadata(auth, state, path).await
+}
+
+/// A model version's metadata.
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}",
+    operation_id = "oip_version_metadata",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The function (a model-only deploy)"),
+        ("version" = String, Path, description = "A version number, or an alias"),
+    ),
+    responses(
+        (status = 200, description = "The graph's inputs and outputs, as read at deploy", body = ModelMetadata),
+        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function, version or alias", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn version_metadata(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    path: Result<Path<ModelPath>, ApiError>,
+) -> Response {
+    metadata(auth, state, path).await
+}
+
+/// Whether a model is ready (a version scaled to zero is: its first request loads it).
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/ready",
+    operation_id = "oip_model_ready",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(("name" = String, Path, description = "The function (a model-only deploy)")),
+    responses(
+        (status = 200, description = "Ready", body = ModelReady),
+        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn model_ready_live(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    path: Result<Path<ModelPath>, ApiError>,
+) -> Response {
+    model_ready(auth, state, path).await
+}
+
+/// Whether a model version is ready.
+#[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}/ready",
+    operation_id = "oip_version_ready",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The function (a model-only deploy)"),
+        ("version" = String, Path, description = "A version number, or an alias"),
+    ),
+    responses(
+        (status = 200, description = "Ready", body = ModelReady),
+        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function, version or alias", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn version_ready(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    path: Result<Path<ModelPath>, ApiError>,
+) -> Response {
+    model_ready(auth, state, path).await
+}
+
+/// Runs the model's live version (picked by weight when traffic is split).
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/infer",
+    operation_id = "oip_model_infer",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The function (a model-only deploy)"),
+        ("inference-header-content-length" = Option<u64>, Header,
+            description = "Binary data extension: the JSON part's length; binary tensors follow it"),
+    ),
+    request_body(content(
+        (InferenceRequest = "application/json"),
+        (Binary = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "The outputs; with binary outputs, `application/octet-stream` whose first \
+            `inference-header-content-length` bytes are the JSON part",
+            content((InferenceResponse = "application/json"), (Binary = "application/octet-stream")),
+            headers(("inference-header-content-length" = u64,
+                description = "With binary outputs: the JSON part's length"))),
+        (status = 400, description = "A malformed request, or a version that runs a handler of its own",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function", body = OipErrorBody),
+        (status = 406, description = "The handler cannot answer JSON", body = OipErrorBody),
+        (status = 413, description = "Over the function's `payload_limit_bytes`", body = OipErrorBody),
+        (status = 415, description = "The handler does not read the request", body = OipErrorBody),
+        (status = 429, description = "Throttled at `max_concurrency`; `Retry-After` says when to retry",
+            body = OipErrorBody),
+        (status = 500, description = "The model or handler failed", body = OipErrorBody),
+        (status = 503, description = "At capacity, or no share of the function here; `Retry-After` says when to retry",
+            body = OipErrorBody),
+        (status = 504, description = "Past the function's `timeout_s`", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn model_infer(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    request_id: Extension<RequestId>,
+    headers: HeaderMap,
+    path: Result<Path<ModelPath>, ApiError>,
+    body: Body,
+) -> Response {
+    infer(auth, state, request_id, headers, path, body).await
+}
+
+/// Runs a model version.
+#[utoipa::path(
+    post,
+    path = "/v2/models/{name}/versions/{version}/infer",
+    operation_id = "oip_version_infer",
+    tag = "oip",
+    security((), ("bearer" = [])),
+    params(
+        ("name" = String, Path, description = "The function (a model-only deploy)"),
+        ("version" = String, Path, description = "A version number, or an alias"),
+        ("inference-header-content-length" = Option<u64>, Header,
+            description = "Binary data extension: the JSON part's length; binary tensors follow it"),
+    ),
+    request_body(content(
+        (InferenceRequest = "application/json"),
+        (Binary = "application/octet-stream"),
+    )),
+    responses(
+        (status = 200, description = "The outputs; with binary outputs, `application/octet-stream` whose first \
+            `inference-header-content-length` bytes are the JSON part",
+            content((InferenceResponse = "application/json"), (Binary = "application/octet-stream")),
+            headers(("inference-header-content-length" = u64,
+                description = "With binary outputs: the JSON part's length"))),
+        (status = 400, description = "A malformed request, or a version that runs a handler of its own",
+            body = OipErrorBody),
+        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        (status = 404, description = "No such function, version or alias", body = OipErrorBody),
+        (status = 406, description = "The handler cannot answer JSON", body = OipErrorBody),
+        (status = 413, description = "Over the function's `payload_limit_bytes`", body = OipErrorBody),
+        (status = 415, description = "The handler does not read the request", body = OipErrorBody),
+        (status = 429, description = "Throttled at `max_concurrency`; `Retry-After` says when to retry",
+            body = OipErrorBody),
+        (status = 500, description = "The model or handler failed", body = OipErrorBody),
+        (status = 503, description = "At capacity, or no share of the function here; `Retry-After` says when to retry",
+            body = OipErrorBody),
+        (status = 504, description = "Past the function's `timeout_s`", body = OipErrorBody),
+    ),
+)]
+pub(super) async fn version_infer(
+    auth: Result<Invoker, ApiError>,
+    state: State<Arc<App>>,
+    request_id: Extension<RequestId>,
+    headers: HeaderMap,
+    path: Result<Path<ModelPath>, ApiError>,
+    body: Body,
+) -> Response {
+    infer(auth, state, request_id, headers, path, body).await
+}
+
+/// An inference request, as the protocol defines it (the built-in handler
+/// reads it, inside the sandbox; the host passes it through).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct InferenceRequest {
+    id: Option<String>,
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    inputs: Vec<RequestInput>,
+    outputs: Option<Vec<RequestOutput>>,
+}
+
+/// An input tensor.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct RequestInput {
+    name: String,
+    shape: Vec<i64>,
+    /// `FP32`, `INT64`, `BOOL`, `BYTES`, ...
+    datatype: String,
+    /// `binary_data_size` for a tensor in the binary part.
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The elements, row-major (flat or nested); absent for a tensor in the binary part.
+    data: Option<serde_json::Value>,
+}
+
+/// An output asked for.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct RequestOutput {
+    name: String,
+    /// `binary_data: true` asks for it in the binary part.
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An inference response, as the protocol defines it (written by the
+/// built-in handler).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct InferenceResponse {
+    model_name: String,
+    model_version: Option<String>,
+    id: Option<String>,
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    outputs: Vec<ResponseOutput>,
+}
+
+/// An output tensor.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ResponseOutput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    /// `binary_data_size` for a tensor in the binary part.
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The elements, row-major; absent for a tensor in the binary part.
+    data: Option<serde_json::Value>,
 }
 
 /// The JSON part's length of a binary answer's content type.

@@ -40,6 +40,20 @@ impl Serialize for Millis {
     }
 }
 
+/// In the API: RFC 3339 in UTC with milliseconds.
+impl utoipa::PartialSchema for Millis {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples(["2026-11-26T22:13:23.123Z"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Millis {}
+
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -48,7 +62,7 @@ impl<'de> Deserialize<'de> for Millis {
 }
 
 /// What every kept record starts with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Head {
     /// When it happened.
     pub time: Millis,
@@ -64,7 +78,7 @@ pub struct Head {
 }
 
 /// One line of a function's log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     /// When, where, which function.
     #[serde(flatten)]
@@ -77,8 +91,9 @@ pub struct Entry {
 }
 
 /// What a log line says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[schema(as = LogLine)]
 pub enum Body {
     /// The request's outcome, one per request.
     Invocation(Invocation),
@@ -95,7 +110,7 @@ pub enum Body {
 }
 
 /// How one request went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invocation {
     /// The HTTP status answered.
     pub status: u16,
@@ -115,7 +130,7 @@ pub struct Invocation {
 }
 
 /// Something that happened to a function.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// When, where, which function and version.
     #[serde(flatten)]
@@ -127,7 +142,7 @@ pub struct Event {
 }
 
 /// The kinds of events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A deploy made a version (or changed nothing).

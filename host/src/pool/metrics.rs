@@ -85,7 +85,7 @@ pub struct Metrics {
 }
 
 /// Recent latency percentiles, in microseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     /// Samples the figures are taken over.
     pub samples: usize,
@@ -163,7 +163,7 @@ impl Metrics {
 }
 
 /// Instantaneous state of one function's pool.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Gauges {
     /// Whether sessions and component are loaded (0 when scaled to zero).
     pub loaded: bool,

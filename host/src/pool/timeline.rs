@@ -28,7 +28,7 @@ fn bucket(us: u64) -> usize {
 }
 
 /// A latency histogram (counts per bucket; trailing empty ones left out).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hist(Vec<u32>);
 
 impl Hist {
@@ -69,7 +69,7 @@ impl Hist {
 }
 
 /// One step: what happened in it, and the instances at its busiest.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// Unix seconds at the step's start.
     pub t: u64,

@@ -15,7 +15,7 @@ pub const DEFAULT_PAYLOAD_LIMIT: u64 = 6 << 20;
 pub const MAX_PAYLOAD_LIMIT: u64 = 64 << 20;
 
 /// A function's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FunctionConfig {
     /// Memory tier in MB: 1024..6144 in steps of 1024.
@@ -25,6 +25,7 @@ pub struct FunctionConfig {
     /// Instances kept ready at all times: 0..max_concurrency.
     pub provisioned_concurrency: u32,
     /// Longest a request may run, in seconds: 1..60.
+    #[schema(inline)]
     pub timeout_s: Timeout,
     /// Largest request body, in bytes.
     pub payload_limit_bytes: u64,
@@ -36,6 +37,7 @@ pub struct FunctionConfig {
     pub queue_timeout_ms: u64,
     /// Longest `init` may run at deploy (or after a lost snapshot), in
     /// seconds: 1..300.
+    #[schema(inline)]
     pub init_timeout_s: InitTimeout,
 }
 

@@ -71,7 +71,7 @@ pub enum RegistryError {
 }
 
 /// What a deploy did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Deployment {
     /// A new function.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One artifact file of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Artifact {
     /// Path relative to `/model` (forward slashes, no `..`).
     pub path: String,
@@ -22,7 +22,7 @@ pub struct Artifact {
 
 /// A deploy: the handler and artifacts (already uploaded as blobs) plus
 /// configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
     /// The handler component's blob; none for a model-only deploy, which
@@ -51,7 +51,7 @@ fn yes() -> bool {
 }
 
 /// `--canary P --canary-for S`: P percent of traffic for S seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanarySpec {
     /// Percent of `live` requests, 1..99.
@@ -66,7 +66,7 @@ pub const CANARY_MAX_SECONDS: u64 = 86_400;
 pub const DESCRIPTION_MAX: usize = 1024;
 
 /// One immutable version of a function, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Version {
     /// Its number: the function's deploys count up from 1.
     pub version: u64,
@@ -101,7 +101,7 @@ pub struct Version {
 /// A compiled snapshot in the object store: valid for hosts whose snapshot
 /// key for the version is `key` (same handler, artifacts, environment and
 /// engine), its bytes the blob `digest` (checked before they are mapped).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SharedSnapshot {
     /// The snapshot key (see `ComponentCache::key`).
     pub key: String,

@@ -20,7 +20,7 @@ pub const MAX_SPLIT: usize = 4;
 pub const DEFAULT_KEEP: usize = 10;
 
 /// One version's share of `live` traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Weight {
     /// The version.
@@ -30,7 +30,7 @@ pub struct Weight {
 }
 
 /// Where a canary is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CanaryState {
     /// Taking its share of traffic until `ends_at`.
@@ -44,7 +44,7 @@ pub enum CanaryState {
 }
 
 /// A new version tried on part of `live` traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
     /// The version tried.
     pub version: u64,

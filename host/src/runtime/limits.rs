@@ -99,6 +99,20 @@ impl From<MemoryTier> for u32 {
     }
 }
 
+/// In the API: the tiers [`MemoryTier::new`] accepts.
+impl utoipa::PartialSchema for MemoryTier {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let tiers = (Self::MIN..=Self::MAX).step_by(1024).map(serde_json::Value::from);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .enum_values(Some(tiers))
+            .description(Some("Memory tier in MB"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MemoryTier {}
+
 /// The cores this process may use, read once: the standard library reads
 /// cgroup files on every call, and every function's spec asks.
 pub fn cores() -> usize {
@@ -182,6 +196,20 @@ impl<L: SecondsLimit> From<Seconds<L>> for u64 {
         s.0
     }
 }
+
+/// In the API: whole seconds from 1 to `L::MAX` (inlined where used: each
+/// limit has its own range).
+impl<L: SecondsLimit> utoipa::PartialSchema for Seconds<L> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(L::MAX))
+            .into()
+    }
+}
+
+impl<L: SecondsLimit> utoipa::ToSchema for Seconds<L> {}
 
 impl<L: SecondsLimit> std::fmt::Display for Seconds<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -68,6 +68,19 @@ impl From<Digest> for String {
     }
 }
 
+/// In the API: what [`Digest::parse`] accepts; answers carry the bare hex.
+impl utoipa::PartialSchema for Digest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^(sha256:)?[0-9a-fA-F]{64}$"))
+            .description(Some("A sha256 digest: 64 hex characters (answers: lowercase, no prefix)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Digest {}
+
 /// The largest blob: an upload past it is refused, and so is a fetch from
 /// the object store (whatever it sends, at most this much reaches disk).
 pub const BLOB_LIMIT: u64 = 8 << 30;

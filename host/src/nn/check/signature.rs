@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 /// The inputs and outputs of a graph.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Signature {
     /// Inputs a caller gives (initializers listed as inputs left out).
     pub inputs: Vec<Port>,
@@ -25,7 +25,7 @@ pub struct Signature {
 }
 
 /// One input or output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Port {
     /// Its name in the graph.
     pub name: String,
@@ -48,6 +48,21 @@ pub enum Classes {
     /// String class labels.
     Strings(Vec<String>),
 }
+
+/// In the API: integers or strings (any of, as an empty list is both).
+impl utoipa::PartialSchema for Classes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+        let of = |t| ArrayBuilder::new().items(ObjectBuilder::new().schema_type(t)).build();
+        AnyOfBuilder::new()
+            .item(of(Type::Integer))
+            .item(of(Type::String))
+            .description(Some("The keys of a ZipMap, in column order"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Classes {}
 
 /// ONNX `TensorProto.DataType` values and their protocol names, for the types wasi-nn carries (BOOL as u8).
 const CARRIED: &[(i32, &str)] =
