@@ -14,6 +14,9 @@
 //! on native ONNX Runtime and shared by all instances. The handler never reads
 //! model bytes.
 //!
+//! Functions deployed with batching share model runs between concurrent
+//! requests; [`batch`] helps requests agree on shapes so they can.
+//!
 //! Besides its own formats, a handler can speak the Open Inference Protocol
 //! (KServe v2, Triton) with [`oip`], as the built-in handler of model-only
 //! deploys does.
@@ -44,6 +47,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod batch;
 mod body;
 mod error;
 mod model;

@@ -4,7 +4,7 @@
 //! Tokenization runs here in the guest; the MiniLM encoder and the logistic
 //! head run on the host's ONNX Runtime through wasi-nn.
 
-use nimbus_sdk::{Error, Handler, JSON, JSON_LINES, Model, Request, Response, Result, Tensor};
+use nimbus_sdk::{Error, Handler, JSON, JSON_LINES, Model, Request, Response, Result, Tensor, batch};
 use serde::{Deserialize, Serialize};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 
@@ -58,10 +58,15 @@ impl Handler for Sentiment {
 impl Sentiment {
     fn classify(&self, sentences: Vec<String>) -> Result<Vec<Prediction>> {
         let encodings = self.tokenizer.encode_batch(sentences, true).map_err(Error::bad_input)?;
-        let (batch, seq) = (encodings.len(), encodings[0].len());
+        let (rows, longest) = (encodings.len(), encodings[0].len());
         let ids: Vec<i64> = encodings.iter().flat_map(|e| e.get_ids()).map(|&x| x.into()).collect();
         let mask: Vec<i64> = encodings.iter().flat_map(|e| e.get_attention_mask()).map(|&x| x.into()).collect();
-        let shape = [batch as u32, seq as u32];
+        // With batching on, pad to one of a few lengths so that requests of
+        // similar lengths share the encoder's runs; masked positions do not
+        // change the pooled embedding.
+        let seq = if batch::max_batch_size().is_some() { batch::length(longest, &batch::LENGTHS) } else { longest };
+        let (ids, mask) = (batch::pad_rows(&ids, longest, seq, 0), batch::pad_rows(&mask, longest, seq, 0));
+        let shape = [rows as u32, seq as u32];
         let hidden = self
             .encoder
             .run([
@@ -71,7 +76,7 @@ impl Sentiment {
             ])?
             .get::<f32>("last_hidden_state")?;
         let embeddings = mean_pool(&hidden.data, &mask, seq);
-        let outputs = self.head.run([("input", Tensor::new(&[batch as u32, DIM as u32], &embeddings)?)])?;
+        let outputs = self.head.run([("input", Tensor::new(&[rows as u32, DIM as u32], &embeddings)?)])?;
         let labels = outputs.get::<i64>("label")?;
         let probabilities = outputs.get::<f32>("probabilities")?;
         Ok(labels

@@ -198,6 +198,15 @@ pub(crate) struct ConfigArgs {
     /// Environment variable for the handler (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = super::parse_env)]
     env: Vec<(String, String)>,
+    /// Batch concurrent model runs, at most this many rows each (2..1024).
+    #[arg(long, value_name = "ROWS")]
+    max_batch_size: Option<u32>,
+    /// Longest a partial batch waits for company, in microseconds (0..100000).
+    #[arg(long, value_name = "US")]
+    max_batch_delay_us: Option<u64>,
+    /// Turn batching off.
+    #[arg(long, conflicts_with_all = ["max_batch_size", "max_batch_delay_us"])]
+    no_batching: bool,
 }
 
 impl ConfigArgs {
@@ -212,6 +221,14 @@ impl ConfigArgs {
         config.queue_timeout_ms = self.queue_timeout_ms.unwrap_or(config.queue_timeout_ms);
         config.init_timeout_s = self.init_timeout.unwrap_or(config.init_timeout_s);
         config.env.extend(self.env);
+        if self.max_batch_size.is_some() || self.max_batch_delay_us.is_some() {
+            let batching = config.batching.get_or_insert_with(Default::default);
+            batching.max_batch_size = self.max_batch_size.unwrap_or(batching.max_batch_size);
+            batching.max_delay_us = self.max_batch_delay_us.unwrap_or(batching.max_delay_us);
+        }
+        if self.no_batching {
+            config.batching = None;
+        }
         config.validate().map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -162,6 +162,14 @@ pub(crate) fn describe(args: NameArgs) -> anyhow::Result<()> {
     println!("concurrency:      max {}, provisioned {}", config("max_concurrency"), config("provisioned_concurrency"));
     println!("timeout:          {} s", config("timeout_s"));
     println!("payload limit:    {}", super::size(config("payload_limit_bytes")));
+    let batching = field(&f, &["config", "batching"]);
+    if batching.is_object() {
+        let rows = batching["max_batch_size"].as_u64().unwrap_or(0);
+        let delay = super::logs::latency(batching["max_delay_us"].as_u64().unwrap_or(0));
+        println!("batching:         up to {rows} rows per model run; a partial batch waits at most {delay}");
+    } else {
+        println!("batching:         off");
+    }
     let short = |digest: &serde_json::Value| digest.as_str().unwrap_or("").chars().take(12).collect::<String>();
     let handler = if f["builtin"] == true {
         format!("built-in (model only; /v2/models/{}/infer)", args.name)

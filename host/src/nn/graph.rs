@@ -14,6 +14,7 @@
 //! Runtime checks the flag between kernels, so even a `Loop` of 2^50
 //! iterations stops and gives its session and core back.
 
+use super::batch::{Batcher, Batching};
 use super::tensor::OutputError;
 use super::{ElementType, NnError, Tensor, alloc};
 use ort::session::builder::GraphOptimizationLevel;
@@ -22,7 +23,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How ONNX Runtime sessions are built for a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +38,13 @@ pub struct GraphOptions {
     /// Measure the memory a session holds (at deploy, where the tier is
     /// checked; a cold start does not pay for it).
     pub measure: bool,
+    /// Merge concurrent runs into batches (see `batch`).
+    pub batching: Option<Batching>,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { threads: 1, sessions: 1, optimized_dir: None, measure: false }
+        GraphOptions { threads: 1, sessions: 1, optimized_dir: None, measure: false, batching: None }
     }
 }
 
@@ -81,7 +84,8 @@ pub struct Graph {
     /// The first is always built; the others fill in in the background.
     sessions: Arc<[OnceLock<Mutex<Session>>]>,
     /// One permit per built session that no run holds.
-    free: Arc<Semaphore>,
+    pub(super) free: Arc<Semaphore>,
+    batcher: Option<Batcher>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -158,7 +162,8 @@ impl Graph {
             resident_bytes().saturating_sub(before)
         });
         let bytes = grown.max(std::fs::metadata(path).map_or(0, |m| m.len()));
-        Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, free })
+        let batcher = options.batching.clone().map(Batcher::new);
+        Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, free, batcher })
     }
 
     /// The graph's name.
@@ -171,14 +176,39 @@ impl Graph {
     /// ONNX Runtime's allocations for the run (intermediates and outputs)
     /// and the copied outputs may each take at most `limit` bytes, else
     /// [`NnError::OutOfMemory`] (outputs are measured before they are
-    /// copied). Dropping the future terminates the run.
+    /// copied). With batching, the run may be merged with concurrent ones.
+    /// Dropping the future terminates the run (a batch: once all its
+    /// callers have gone).
     pub async fn run(
         self: Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         limit: u64,
     ) -> Result<Vec<(String, Tensor)>, NnError> {
         self.check(&inputs)?;
+        match &self.batcher {
+            Some(batcher) => batcher.run(&self, inputs, limit).await,
+            None => self.run_alone(inputs, limit).await,
+        }
+    }
+
+    /// Runs checked `inputs` on the first free session.
+    pub(super) async fn run_alone(
+        self: Arc<Self>,
+        inputs: Vec<(String, Tensor)>,
+        limit: u64,
+    ) -> Result<Vec<(String, Tensor)>, NnError> {
         let permit = self.free.clone().acquire_owned().await.map_err(|e| self.run_error(e.to_string()))?;
+        self.execute(inputs, limit, permit).await
+    }
+
+    /// Runs checked `inputs` on the session `permit` frees, on a blocking
+    /// thread; dropping the future terminates the run.
+    pub(super) async fn execute(
+        self: Arc<Self>,
+        inputs: Vec<(String, Tensor)>,
+        limit: u64,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<(String, Tensor)>, NnError> {
         let options = Arc::new(RunOptions::new().map_err(|e| self.run_error(e.to_string()))?);
         let watchdog = Terminate(Some(options.clone()));
         let graph = self.clone();
@@ -235,7 +265,7 @@ impl Graph {
         })
     }
 
-    fn run_error(&self, message: String) -> NnError {
+    pub(super) fn run_error(&self, message: String) -> NnError {
         NnError::Run { graph: self.name.clone(), message }
     }
 

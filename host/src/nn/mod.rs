@@ -10,12 +10,14 @@
 //! from several threads at once.
 
 mod alloc;
+mod batch;
 mod check;
 mod graph;
 mod library;
 mod tensor;
 mod zipmap;
 
+pub use batch::{BatchObserver, Batching, Observer};
 pub use check::{CheckError, Classes, ExternalProblem, ModelInfo, Port, Signature, check_model};
 pub use graph::{Graph, GraphOptions, Graphs, MAX_GRAPHS, MAX_NODES};
 pub use library::{init, library_path};

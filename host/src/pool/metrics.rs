@@ -5,34 +5,61 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Upper bounds of histogram buckets, in seconds.
-const BUCKETS: [f64; 16] =
+/// Upper bounds of latency buckets, in seconds.
+const SECONDS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+/// Upper bounds of batch-size buckets, in callers.
+const CALLERS: [f64; 16] =
+    [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// How many recent latencies `describe` computes percentiles over.
 const RECENT: usize = 1024;
 
-/// A Prometheus histogram with fixed buckets.
-#[derive(Debug, Default)]
+/// A Prometheus histogram with fixed buckets (of seconds unless made
+/// with [`Histogram::of_callers`]).
+#[derive(Debug)]
 pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64; 16],
+    counts: [AtomicU64; 16],
     count: AtomicU64,
-    sum_us: AtomicU64,
+    /// The sum of observations, in millionths.
+    sum_millionths: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            bounds: &SECONDS,
+            counts: Default::default(),
+            count: AtomicU64::new(0),
+            sum_millionths: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Histogram {
-    /// Records one observation.
+    /// A histogram of how many callers a batch merged.
+    pub fn of_callers() -> Self {
+        Histogram { bounds: &CALLERS, ..Default::default() }
+    }
+
+    /// Records one latency.
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| s <= b) {
+        self.record(d.as_secs_f64());
+    }
+
+    /// Records one value.
+    pub fn record(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_millionths.fetch_add((v * 1e6) as u64, Ordering::Relaxed);
     }
 
     /// Observations so far.
@@ -42,13 +69,13 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bound, c) in BUCKETS.iter().zip(&self.counts) {
+        for (bound, c) in self.bounds.iter().zip(&self.counts) {
             cumulative += c.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count();
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_millionths.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
@@ -77,11 +104,35 @@ pub struct Metrics {
     pub overhead_latency: Histogram,
     /// Time to bring the function up from zero (sessions, component, instance).
     pub model_setup: Histogram,
+    /// What batching did (the function's graphs report to it).
+    pub batches: Arc<Batches>,
     recent: Mutex<VecDeque<(u32, u32)>>,
     /// The last half hour, step by step (the console's charts).
     pub timeline: super::Timeline,
     /// Throttles, timeouts and memory traps already told as events.
     reported: Mutex<[u64; 3]>,
+}
+
+/// The batches a function's graphs ran.
+#[derive(Debug)]
+pub struct Batches {
+    /// Callers merged into each run.
+    pub callers: Histogram,
+    /// Time each caller waited between queueing and its run's start.
+    pub wait: Histogram,
+}
+
+impl Default for Batches {
+    fn default() -> Self {
+        Batches { callers: Histogram::of_callers(), wait: Histogram::default() }
+    }
+}
+
+impl crate::nn::BatchObserver for Batches {
+    fn batch(&self, callers: usize, waited: &mut dyn Iterator<Item = Duration>) {
+        self.callers.record(callers as f64);
+        waited.for_each(|w| self.wait.observe(w));
+    }
 }
 
 /// Recent latency percentiles, in microseconds.
@@ -242,16 +293,20 @@ pub fn render(series: &[Series]) -> String {
             let _ = writeln!(out, "{name}{{{l}}} {}", read(g));
         }
     }
-    let histograms: [(&str, &str, Hist); 3] = [
+    let histograms: [(&str, &str, Hist); 5] = [
         ("nimbus_model_latency_seconds", "Time inside the handler (SageMaker ModelLatency).", |m| &m.model_latency),
         ("nimbus_overhead_latency_seconds", "Time around the handler (SageMaker OverheadLatency).", |m| {
             &m.overhead_latency
         }),
         ("nimbus_model_setup_seconds", "Time to come up from zero (SageMaker ModelSetupTime).", |m| &m.model_setup),
+        ("nimbus_batch_size", "Callers merged into one model run (functions with batching).", |m| &m.batches.callers),
+        ("nimbus_batch_wait_seconds", "Time a batched model call waited for its run to start.", |m| &m.batches.wait),
     ];
     for (name, help, read) in histograms {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (l, m, _) in &rows {
+        // Batch series only for functions that batched: most do not.
+        let batch = name.starts_with("nimbus_batch");
+        for (l, m, _) in rows.iter().filter(|(_, m, _)| !batch || read(m).count() > 0) {
             read(m).render(&mut out, name, l);
         }
     }

@@ -22,7 +22,7 @@
 mod metrics;
 mod timeline;
 
-pub use metrics::{Gauges, Histogram, Metrics, Percentiles, Series, render};
+pub use metrics::{Batches, Gauges, Histogram, Metrics, Percentiles, Series, render};
 pub use timeline::{KEPT, STEP_S, Step, Timeline, step_of};
 
 use crate::journal::{EventKind, Journals};
@@ -212,9 +212,13 @@ impl Drop for Busy {
 impl Pool {
     /// A pool with nothing loaded: the first request (or [`Pool::warm`])
     /// loads the function.
-    pub fn new(loader: Loader, scaling: Scaling, members: Arc<Members>) -> Arc<Self> {
+    pub fn new(mut loader: Loader, scaling: Scaling, members: Arc<Members>) -> Arc<Self> {
         let limit = Limit { max: scaling.max_concurrency, share: scaling.max_concurrency, hosts: 1 };
         let permits = Permits { generation: 0, limit, slots: Arc::new(Semaphore::new(limit.share as usize)) };
+        let metrics = Metrics::default();
+        if let Some(batching) = &mut loader.spec.batching {
+            batching.observer = crate::nn::Observer(Some(metrics.batches.clone()));
+        }
         Arc::new(Pool {
             loader,
             scaling,
@@ -224,7 +228,7 @@ impl Pool {
             members,
             permits: Mutex::new(permits),
             session_bytes: AtomicU64::new(0),
-            metrics: Metrics::default(),
+            metrics,
         })
     }
 

@@ -2,6 +2,7 @@
 //! arrive from users (JSON or `nimbus.toml`), so every check names the
 //! field, the allowed range and what was sent.
 
+use crate::nn::{Batching, Observer};
 use crate::pool::Scaling;
 use crate::runtime::FunctionSpec;
 use crate::runtime::limits::{self, InitTimeout, MemoryTier, Timeout};
@@ -39,6 +40,40 @@ pub struct FunctionConfig {
     /// seconds: 1..300.
     #[schema(inline)]
     pub init_timeout_s: InitTimeout,
+    /// Merge concurrent model runs of one graph into batches (off when
+    /// absent).
+    pub batching: Option<BatchConfig>,
+}
+
+/// Dynamic batching: concurrent `compute` calls on one graph whose inputs
+/// agree on every dimension but the first run as one, each caller getting
+/// back its own rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most rows (first-dimension entries) in one run: 2..1024.
+    pub max_batch_size: u32,
+    /// Longest a partial batch waits for company, in microseconds (only
+    /// while another run of the graph is in flight): 0..100000.
+    pub max_delay_us: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_batch_size: 16, max_delay_us: 2000 }
+    }
+}
+
+impl BatchConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(2..=1024).contains(&self.max_batch_size) {
+            return Err(format!("batching.max_batch_size must be between 2 and 1024; got {}", self.max_batch_size));
+        }
+        if self.max_delay_us > 100_000 {
+            return Err(format!("batching.max_delay_us must be at most 100000; got {}", self.max_delay_us));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FunctionConfig {
@@ -53,6 +88,7 @@ impl Default for FunctionConfig {
             idle_timeout_s: None,
             queue_timeout_ms: 1000,
             init_timeout_s: limits::DEFAULT_INIT_TIMEOUT,
+            batching: None,
         }
     }
 }
@@ -88,7 +124,7 @@ impl FunctionConfig {
         if let Some(key) = self.env.keys().find(|k| k.starts_with("NIMBUS_")) {
             return Err(format!("env: `{key}`: names starting with NIMBUS_ are set by Nimbus itself"));
         }
-        Ok(())
+        self.batching.as_ref().map_or(Ok(()), BatchConfig::validate)
     }
 
     /// The runtime's view of this configuration (after [`Self::validate`]).
@@ -102,6 +138,11 @@ impl FunctionConfig {
             env: self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             request_env: Vec::new(),
             sessions: (self.max_concurrency as usize).min(limits::cores()),
+            batching: self.batching.map(|b| Batching {
+                max_rows: b.max_batch_size,
+                max_delay: Duration::from_micros(b.max_delay_us),
+                observer: Observer::default(),
+            }),
         }
     }
 }
@@ -197,6 +238,11 @@ mod tests {
             FunctionConfig { max_concurrency: 201, ..Default::default() },
             FunctionConfig { provisioned_concurrency: 21, ..Default::default() },
             FunctionConfig { payload_limit_bytes: 0, ..Default::default() },
+            FunctionConfig { batching: Some(BatchConfig { max_batch_size: 1, max_delay_us: 0 }), ..Default::default() },
+            FunctionConfig {
+                batching: Some(BatchConfig { max_batch_size: 16, max_delay_us: 100_001 }),
+                ..Default::default()
+            },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");
@@ -207,6 +253,9 @@ mod tests {
     fn typed_fields_refuse_bad_values_when_read() {
         let read = |json: &str| serde_json::from_str::<FunctionConfig>(json).map_err(|e| e.to_string());
         let config = read(r#"{"memory_mb": 3072, "timeout_s": 5, "init_timeout_s": 300}"#).unwrap();
+        assert_eq!(config.batching, None, "batching is opt-in");
+        let batched = read(r#"{"batching": {"max_batch_size": 8}}"#).unwrap().batching.unwrap();
+        assert_eq!((batched.max_batch_size, batched.max_delay_us), (8, 2000));
         assert_eq!((config.memory_mb.mb(), config.timeout_s.secs(), config.init_timeout_s.secs()), (3072, 5, 300));
         for (json, says) in [
             (r#"{"memory_mb": 1000}"#, "memory must be one of"),

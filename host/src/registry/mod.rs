@@ -195,8 +195,10 @@ pub fn host_memory_mb() -> u64 {
 }
 
 /// What every request of `version` of `name` finds in its environment: the
-/// function and version serving it, and (for the built-in handler) which
-/// inputs and outputs are `bool`, which wasi-nn carries as `u8`.
+/// function and version serving it, the most rows of a batched model run
+/// when batching is on (so handlers pad to batchable shapes only then), and
+/// (for the built-in handler) which inputs and outputs are `bool`, which
+/// wasi-nn carries as `u8`.
 fn request_env(name: &str, version: &Version) -> Vec<(String, String)> {
     let mut env = vec![
         ("NIMBUS_FUNCTION".to_owned(), name.to_owned()),
@@ -206,6 +208,9 @@ fn request_env(name: &str, version: &Version) -> Vec<(String, String)> {
     let booleans: Vec<&str> = ports.filter(|p| p.datatype == "BOOL").map(|p| p.name.as_str()).collect();
     if !booleans.is_empty() {
         env.push(("NIMBUS_BOOL_TENSORS".to_owned(), booleans.join(",")));
+    }
+    if let Some(b) = &version.config.batching {
+        env.push(("NIMBUS_MAX_BATCH_SIZE".to_owned(), b.max_batch_size.to_string()));
     }
     env
 }
@@ -594,6 +599,15 @@ impl Registry {
                  deploy each graph as its own function, or write a handler (`nimbus new`)",
                 graphs.len()
             )));
+        }
+        if bundle.config.batching.is_some() {
+            let refused = graphs.iter().find_map(|(g, s)| s.batch_refusal().map(|why| (g, why)));
+            if let Some((graph, why)) = refused {
+                return Err(RegistryError::InvalidBundle(format!(
+                    "batching: graph `{graph}` cannot batch: {why}; export it with a dynamic first (batch) dimension, \
+                     or deploy without batching"
+                )));
+            }
         }
         let version = Version {
             version: 0,

@@ -16,7 +16,7 @@ use super::limits::MemoryTier;
 use super::state::StoreSpec;
 use super::state::{Output, State};
 use super::{InvokeError, LoadError, Request, Response, snapshot};
-use crate::nn::{GraphOptions, Graphs};
+use crate::nn::{Batching, GraphOptions, Graphs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ pub struct FunctionSpec {
     pub request_env: Vec<(String, String)>,
     /// ONNX Runtime sessions per graph (calls that may run at once).
     pub sessions: usize,
+    /// Merge concurrent model runs into batches.
+    pub batching: Option<Batching>,
 }
 
 impl Default for FunctionSpec {
@@ -49,6 +51,7 @@ impl Default for FunctionSpec {
             env: Vec::new(),
             request_env: Vec::new(),
             sessions: 1,
+            batching: None,
         }
     }
 }
@@ -112,6 +115,7 @@ impl Function {
             sessions: spec.sessions,
             optimized_dir: Some(cache.optimized_dir(&source.artifacts_digest)),
             measure,
+            batching: spec.batching.clone(),
         };
         let graphs = tokio::task::spawn_blocking(move || Graphs::load_dir(&dir, &options))
             .await

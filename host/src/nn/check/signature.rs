@@ -39,6 +39,24 @@ pub struct Port {
     pub classes: Option<Classes>,
 }
 
+impl Signature {
+    /// Why the graph's first dimension is not a batch dimension, if it is
+    /// not: every input and output must have one, and it must be dynamic
+    /// (a graph fixed at one row cannot take more).
+    pub fn batch_refusal(&self) -> Option<String> {
+        let sides = [("input", &self.inputs), ("output", &self.outputs)];
+        sides.into_iter().flat_map(|(side, ports)| ports.iter().map(move |p| (side, p))).find_map(|(side, p)| {
+            match p.shape.first() {
+                None => Some(format!("{side} `{}` is a scalar, with no batch dimension", p.name)),
+                Some(&d) if d >= 0 => {
+                    Some(format!("{side} `{}` has a fixed first dimension of {d} ({:?})", p.name, p.shape))
+                }
+                Some(_) => None,
+            }
+        })
+    }
+}
+
 /// The keys of a ZipMap, in column order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -199,5 +217,25 @@ fn non_tensor(ty: &TypeProto) -> String {
         "is a map, not a tensor: export the model with tensor outputs".to_owned()
     } else {
         "is not a dense tensor (sparse, optional or opaque), which wasi-nn cannot carry".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, shape: &[i64]) -> Port {
+        Port { name: name.into(), datatype: "FP32".into(), shape: shape.to_vec(), classes: None }
+    }
+
+    #[test]
+    fn only_a_dynamic_first_dimension_batches() {
+        let ok =
+            Signature { inputs: vec![port("x", &[-1, 64])], outputs: vec![port("y", &[-1]), port("p", &[-1, 10])] };
+        assert_eq!(ok.batch_refusal(), None);
+        let fixed = Signature { inputs: vec![port("x", &[1, 3, 224, 224])], ..ok.clone() };
+        assert!(fixed.batch_refusal().unwrap().contains("input `x` has a fixed first dimension of 1"));
+        let scalar = Signature { outputs: vec![port("n", &[])], ..ok };
+        assert!(scalar.batch_refusal().unwrap().contains("output `n` is a scalar"));
     }
 }

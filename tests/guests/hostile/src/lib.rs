@@ -90,6 +90,12 @@ impl Handler for Hostile {
                 Model::load(name)?;
                 Ok(Response::bytes("text/plain", b"loaded".to_vec()))
             }
+            ("digits", rows) => {
+                let rows: u32 = rows.parse().map_err(Error::bad_input)?;
+                let pixels: Vec<f32> = (0..rows * 64).map(|i| (i % 17) as f32).collect();
+                let outputs = Model::load("digits")?.run([("input", Tensor::new(&[rows, 64], &pixels)?)])?;
+                Ok(Response::bytes("text/plain", format!("{:?}", outputs.get::<i64>("label")?.data).into_bytes()))
+            }
             ("shape", _) => {
                 let outputs = Model::load("digits")?.run([("input", Tensor::new(&[1, 3], &[0f32; 3])?)])?;
                 Ok(Response::bytes("text/plain", format!("{:?}", outputs.get::<i64>("label")?.data).into_bytes()))
