@@ -68,7 +68,10 @@ fn each_request_leaves_its_record_and_its_guest_lines_tagged_with_its_id() {
     assert!(record["model_us"].as_u64().unwrap() > 0 && record["overhead_us"].as_u64().is_some());
     assert_eq!(record["host"].as_str(), Some(s.url.as_str()));
 
-    let all = poll(&s, "/v1/functions/h/logs?limit=1", |v| v["truncated"] == true);
+    // Records are written asynchronously (the writer gathers them for a few ms).
+    let all = poll(&s, "/v1/functions/h/logs?limit=1", |v| {
+        v["truncated"] == true && entries(v, "entries").first().is_some_and(|e| e["status"] == 400)
+    });
     let last = &entries(&all, "entries")[0];
     assert_eq!((last["status"].as_u64(), last["error"].as_str()), (Some(400), Some("bad_input")), "{last}");
     assert!(entries(&get(&s, "/v1/functions/h/logs?since=1m"), "entries").len() >= 4);

@@ -233,14 +233,18 @@ fn a_failing_canary_is_rolled_back_and_a_healthy_one_promoted() {
     assert_eq!(d["version"], 3);
     assert_eq!(who(&s, "f", "", &[]).body, "three");
 
-    // Each step is in the function's event history.
-    let events = get(&s, "/v1/functions/f/events");
-    let told: Vec<(String, String)> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned()))
-        .collect();
+    // Each step is in the function's event history (written asynchronously).
+    let mut told: Vec<(String, String)> = Vec::new();
+    Server::wait_until(Duration::from_secs(5), || {
+        let events = get(&s, "/v1/functions/f/events");
+        told = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned()))
+            .collect();
+        told.iter().any(|(k, _)| k == "canary_promoted")
+    });
     let said = |kind: &str, start: &str| told.iter().any(|(k, m)| k == kind && m.starts_with(start));
     assert!(
         said("deployed", "version 2 deployed (2048 MB, max concurrency 20); live is version 1; as a canary taking 50%"),

@@ -34,6 +34,11 @@ const QUEUE: usize = 1 << 16;
 const QUEUE_BYTES: u64 = 64 << 20;
 /// Records one write handles before it flushes and tells followers.
 const BATCH: usize = 4096;
+/// How long the writer gathers records after a write: under load, records
+/// then queue without waking it (a wake-up per request is a futex call and
+/// a context switch on the request's path), and followers see them at most
+/// this much later.
+const LINGER: Duration = Duration::from_millis(10);
 /// How often segments are checked for age.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Most segments held open at once (one per recently active function).
@@ -273,7 +278,11 @@ impl<T: Record> Writer<T> {
             match pending.recv_timeout(SWEEP_EVERY) {
                 Ok(first) => {
                     let batch: Vec<T> = std::iter::once(first).chain(pending.try_iter().take(BATCH - 1)).collect();
+                    let full = batch.len() == BATCH;
                     self.write(batch);
+                    if !full {
+                        std::thread::sleep(LINGER);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,

@@ -15,6 +15,7 @@
 //! iterations stops and gives its session and core back.
 
 use super::batch::{Batcher, Batching};
+use super::inline::{self, Estimate};
 use super::tensor::OutputError;
 use super::{ElementType, NnError, Tensor, alloc};
 use ort::session::builder::GraphOptimizationLevel;
@@ -86,6 +87,8 @@ pub struct Graph {
     /// One permit per built session that no run holds.
     pub(super) free: Arc<Semaphore>,
     batcher: Option<Batcher>,
+    /// How long runs take: short ones run inline (see `inline`).
+    estimate: Estimate,
 }
 
 impl std::fmt::Debug for Graph {
@@ -163,7 +166,7 @@ impl Graph {
         });
         let bytes = grown.max(std::fs::metadata(path).map_or(0, |m| m.len()));
         let batcher = options.batching.clone().map(Batcher::new);
-        Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, free, batcher })
+        Ok(Graph { name: name.to_owned(), bytes, inputs, sessions, free, batcher, estimate: Estimate::default() })
     }
 
     /// The graph's name.
@@ -191,14 +194,40 @@ impl Graph {
         }
     }
 
-    /// Runs checked `inputs` on the first free session.
+    /// Runs checked `inputs` on the first free session: inline when the
+    /// graph's runs are short, else on a blocking thread.
     pub(super) async fn run_alone(
         self: Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         limit: u64,
     ) -> Result<Vec<(String, Tensor)>, NnError> {
         let permit = self.free.clone().acquire_owned().await.map_err(|e| self.run_error(e.to_string()))?;
+        if self.estimate.short()
+            && let Some(result) = self.run_inline(&inputs, limit)
+        {
+            return result;
+        }
         self.execute(inputs, limit, permit).await
+    }
+
+    /// Runs on this thread under the watchdog; `None` if the watchdog
+    /// ended the run for taking longer than an inline run may.
+    fn run_inline(&self, inputs: &[(String, Tensor)], limit: u64) -> Option<Result<Vec<(String, Tensor)>, NnError>> {
+        let options = match RunOptions::new() {
+            Ok(options) => Arc::new(options),
+            Err(e) => return Some(Err(self.run_error(e.to_string()))),
+        };
+        let started = std::time::Instant::now();
+        let watched = inline::Watched::start(options.clone());
+        let result = self.run_blocking(inputs, &options, limit);
+        drop(watched);
+        let took = started.elapsed();
+        self.estimate.record(took);
+        if result.is_err() && took >= inline::BUDGET {
+            tracing::debug!(graph = %self.name, ?took, "an inline run took too long; running it off the executor");
+            return None;
+        }
+        Some(result)
     }
 
     /// Runs checked `inputs` on the session `permit` frees, on a blocking
@@ -213,7 +242,9 @@ impl Graph {
         let watchdog = Terminate(Some(options.clone()));
         let graph = self.clone();
         let run = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = graph.run_blocking(&inputs, &options, limit);
+            graph.estimate.record(started.elapsed());
             drop(permit);
             result
         });
@@ -517,6 +548,19 @@ mod tests {
         let mut extra = input(&[1, 64], ElementType::F32, 256);
         extra[0].0 = "other".into();
         refused(extra, "no input `other`");
+    }
+
+    #[test]
+    fn the_watchdog_ends_an_inline_run_that_takes_too_long() {
+        let g = digits();
+        let options = Arc::new(RunOptions::new().unwrap());
+        let watched = inline::Watched::start(options.clone());
+        std::thread::sleep(inline::BUDGET * 3);
+        let ended = g.run_blocking(&input(&[1, 64], ElementType::F32, 256), &options, 1 << 20);
+        drop(watched);
+        assert!(matches!(ended, Err(NnError::Run { .. })), "{ended:?}");
+        let again = Arc::new(RunOptions::new().unwrap());
+        assert!(g.run_blocking(&input(&[1, 64], ElementType::F32, 256), &again, 1 << 20).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod alloc;
 mod batch;
 mod check;
 mod graph;
+mod inline;
 mod library;
 mod tensor;
 mod zipmap;
