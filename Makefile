@@ -14,7 +14,7 @@ NIMBUS   := target/release/nimbus
 MODELS   := examples/digits/model/digits.onnx examples/sentiment/model/head.onnx examples/vision/model/mobilenet_v2.onnx
 EXPORTED := .build/exported/zipmap/model.onnx
 
-.PHONY: build run test lint services console bench bench-many bench-versions bench-cluster soak fuzz toolchain wasm host clean-models
+.PHONY: build run test lint services console bench bench-many bench-versions bench-cluster bench-batching soak fuzz toolchain wasm host clean-models
 
 build: toolchain $(ORT_LIB) $(MODELS) $(EXPORTED) wasm console host
 
@@ -123,8 +123,14 @@ bench: build services $(OHA) $(VENV)/.bench
 	target/release/scaling
 	bench/python/check.sh
 	target/release/compare
+	target/release/batching
 	target/release/versions
 	target/release/cluster
+
+# Dynamic batching on and off, and the per-request cost on small models,
+# against native and Python (docs/benchmarks/batching.md).
+bench-batching: build $(OHA) $(VENV)/.bench
+	target/release/batching
 
 # Rollback to first answer, and the cost of a weighted pick (docs/benchmarks/versions.md).
 bench-versions: build $(OHA)

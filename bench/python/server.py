@@ -349,8 +349,44 @@ class Vision:
         return np.asarray(img)
 
 
+class Gbm:
+    """A gradient-boosted classifier (LightGBM exported by onnxmltools with
+    its defaults, `model.onnx`) behind the Open Inference Protocol's JSON
+    infer, as Nimbus serves a model-only deploy: `{"inputs": [{"name",
+    "datatype", "shape", "data"}]}` in, `label` [rows] and `probabilities`
+    [rows, classes] (the ZipMap's maps as rows, classes in key order) out."""
+
+    def __init__(self, model_dir: Path, options: ort.SessionOptions):
+        self.model = session(model_dir / "model.onnx", options)
+
+    def handle(self, content_type: str, accept: str, body: bytes) -> tuple[str, bytes]:
+        expect_content_type(content_type, [JSON])
+        negotiate(accept, [JSON])
+        request = json_body(body)
+        try:
+            feed = {
+                i["name"]: np.asarray(i["data"], dtype=np.float32).reshape(i["shape"]) for i in request["inputs"]
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"invalid inference request: {e}") from None
+        labels, maps = self.model.run(["label", "probabilities"], feed)
+        classes = sorted(maps[0]) if maps else []
+        rows = [[m[c] for c in classes] for m in maps]
+        outputs = [
+            {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels.tolist()},
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [len(rows), len(classes)],
+                "data": f32(np.asarray(rows, dtype=np.float32).reshape(-1)),
+            },
+        ]
+        return json_response({"model_name": "gbm", "model_version": "1", "outputs": outputs})
+
+
 MODELS: dict[str, Callable[[Path, ort.SessionOptions], object]] = {
     "digits": Digits,
+    "gbm": Gbm,
     "sentiment": Sentiment,
     "vision": Vision,
 }

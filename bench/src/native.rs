@@ -22,6 +22,7 @@ pub enum Native {
     Digits(Session),
     Sentiment { tokenizer: Box<tokenizers::Tokenizer>, encoder: Session, head: Session },
     Vision(Session),
+    Gbm(Session),
 }
 
 fn session(path: &Path, threads: usize) -> Session {
@@ -55,6 +56,7 @@ impl Native {
                 }
             }
             "vision" => Native::Vision(session(&dir.join("mobilenet_v2.onnx"), threads)),
+            "gbm" => Native::Gbm(session(&dir.join("model.onnx"), threads)),
             other => panic!("no native model for {other}"),
         }
     }
@@ -91,6 +93,15 @@ impl Native {
                     .run(ort::inputs!["input" => TensorRef::from_array_view(([1usize, DIM], &pooled[..])).unwrap()])
                     .unwrap();
                 out["label"].try_extract_tensor::<i64>().unwrap().1[0]
+            }
+            Native::Gbm(model) => {
+                let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let input = &request["inputs"][0];
+                let row: Vec<f32> =
+                    input["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+                let out = model
+                    .run(ort::inputs!["input" => TensorRef::from_array_view(([1usize, row.len()], &row[..])).unwrap()]);
+                out.unwrap()["label"].try_extract_tensor::<i64>().unwrap().1[0]
             }
             Native::Vision(net) => {
                 let pixels = image_tensor(body);

@@ -36,14 +36,32 @@ impl Workload {
                 b"{\"features\": [\"I love this product!\"]}\n".to_vec(),
             ),
             "vision" => ("image/jpeg", "application/json", sample("sample.jpg").expect("examples/vision/sample.jpg")),
+            // One row of the exported LightGBM model's sample, as an Open
+            // Inference Protocol JSON request (a model-only deploy).
+            "gbm" => {
+                let case = root().join(".build/exported/lightgbm/case.json");
+                let case: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&case).expect("run `make build`")).expect("case.json");
+                let input = &case["inputs"][0];
+                let width = input["shape"][1].as_u64().expect("[rows, features]");
+                let row: Vec<&serde_json::Value> =
+                    input["data"].as_array().expect("data").iter().take(width as usize).collect();
+                let request = serde_json::json!({"inputs": [{
+                    "name": input["name"], "datatype": "FP32", "shape": [1, width], "data": row,
+                }]});
+                ("application/json", "application/json", serde_json::to_vec(&request).unwrap())
+            }
             other => panic!("no workload named {other}"),
         };
         Workload { name, content_type, accept, body }
     }
 
-    /// The example's artifact folder.
+    /// The example's artifact folder (gbm: the exported model `make build` makes).
     pub fn model_dir(&self) -> PathBuf {
-        nimbus_tests::model_dir(self.name)
+        match self.name {
+            "gbm" => root().join(".build/exported/lightgbm"),
+            name => nimbus_tests::model_dir(name),
+        }
     }
 
     /// The example's handler and artifacts, as `make build` left them.
