@@ -20,10 +20,18 @@
 //! caller that goes away (its request timed out) leaves the queue, and a
 //! running batch is terminated only once every one of its callers has gone.
 //! Rows must be independent of each other, as a batch dimension means.
+//!
+//! Merging pays only where a run has a fixed cost to share: a transformer
+//! over short sequences does, a convolutional net on one CPU core per image
+//! does not (its time per image is the same at any batch size, so merged
+//! callers only wait for each other's rows). The dispatcher measures the
+//! time per row of merged runs and of single callers' runs, and merges only
+//! while merged rows are cheaper; one batch in [`PROBE`] merges anyway, so
+//! the measure follows the load.
 
 use super::{ElementType, Graph, NnError, Tensor};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
@@ -102,11 +110,38 @@ struct Waiting {
     answer: Answer,
 }
 
-/// Runs of the graph in flight, and a wake-up when one ends.
+/// One batch in this many may merge even when merging did not pay.
+const PROBE: u64 = 16;
+
+/// Runs of the graph in flight, a wake-up when one ends, and what runs cost.
 #[derive(Default)]
 struct Flight {
     running: AtomicUsize,
     ended: Notify,
+    /// Moving averages of nanoseconds per row: runs of one caller, and
+    /// merged runs (0 until measured).
+    alone: AtomicU64,
+    merged: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl Flight {
+    /// Whether the next batch may merge callers: merged rows cost at
+    /// least a tenth less than rows run alone, or that is not known yet,
+    /// or this batch probes.
+    fn may_merge(&self) -> bool {
+        let (alone, merged) = (self.alone.load(Ordering::Relaxed), self.merged.load(Ordering::Relaxed));
+        let probe = self.batches.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE);
+        alone == 0 || merged == 0 || merged.saturating_mul(10) < alone.saturating_mul(9) || probe
+    }
+
+    /// Adds a run of `callers` callers and `rows` rows that took `took`.
+    fn ran(&self, callers: usize, rows: u32, took: Duration) {
+        let per_row = (took.as_nanos() / u128::from(rows.max(1))).min(u128::from(u64::MAX / 2)) as u64;
+        let average = if callers == 1 { &self.alone } else { &self.merged };
+        let old = average.load(Ordering::Relaxed);
+        average.store(if old == 0 { per_row } else { old - old / 8 + per_row / 8 }, Ordering::Relaxed);
+    }
 }
 
 /// Counts a run in flight while it lives.
@@ -235,11 +270,15 @@ impl Dispatcher {
         self.queue.iter().filter(|w| w.shape == first.shape).map(|w| w.rows).fold(0, u32::saturating_add)
     }
 
-    /// The oldest caller and the queued callers of its shape that fit.
+    /// The oldest caller and, when merging pays, the queued callers of its
+    /// shape that fit.
     fn take(&mut self) -> Vec<Waiting> {
         let first = self.queue.pop_front().expect("a caller is queued");
         let mut rows = first.rows;
         let mut batch = vec![first];
+        if !self.flight.may_merge() {
+            return batch;
+        }
         let mut i = 0;
         while i < self.queue.len() {
             let w = &self.queue[i];
@@ -256,10 +295,16 @@ impl Dispatcher {
 
 /// Runs one batch on the session `permit` holds and answers its callers.
 async fn run(graph: Arc<Graph>, mut batch: Vec<Waiting>, permit: OwnedSemaphorePermit, running: Running) {
+    let started = Instant::now();
     if batch.len() == 1 {
-        let Waiting { inputs, limit, mut answer, .. } = batch.pop().expect("one caller");
+        let Waiting { inputs, limit, rows, mut answer, .. } = batch.pop().expect("one caller");
         tokio::select! {
-            result = graph.execute(inputs, limit, permit) => drop(answer.send(result)),
+            result = graph.execute(inputs, limit, permit) => {
+                if result.is_ok() {
+                    running.0.ran(1, rows, started.elapsed());
+                }
+                drop(answer.send(result));
+            }
             () = answer.closed() => {}
         }
         return;
@@ -274,6 +319,9 @@ async fn run(graph: Arc<Graph>, mut batch: Vec<Waiting>, permit: OwnedSemaphoreP
             _ = gone => return,
         }
     };
+    if result.is_ok() {
+        running.0.ran(batch.len(), rows.iter().sum(), started.elapsed());
+    }
     drop(running);
     match result.ok().and_then(|outputs| split(outputs, &rows)) {
         Some(parts) => {
@@ -425,6 +473,21 @@ mod tests {
         assert!(shape_of(&[("x".to_owned(), tensor(&[2, 3], 0)), ("m".to_owned(), tensor(&[3], 0))]).is_none());
         assert!(shape_of(&[("x".to_owned(), tensor(&[], 0))]).is_none(), "a scalar has no rows");
         assert!(shape_of(&[("x".to_owned(), tensor(&[0, 3], 0))]).is_none(), "nothing to batch");
+    }
+
+    #[test]
+    fn callers_merge_only_while_merged_rows_are_cheaper() {
+        let flight = Flight::default();
+        assert!(flight.may_merge(), "unknown: merge to find out");
+        flight.ran(1, 1, Duration::from_millis(10));
+        flight.ran(4, 4, Duration::from_millis(12));
+        let merges = (0..PROBE).filter(|_| flight.may_merge()).count();
+        assert_eq!(merges as u64, PROBE, "3 ms a row merged against 10 alone: always merge");
+        let flight = Flight::default();
+        flight.ran(1, 1, Duration::from_millis(10));
+        flight.ran(4, 4, Duration::from_millis(40));
+        let merges = (0..PROBE * 4).filter(|_| flight.may_merge()).count();
+        assert_eq!(merges, 4, "no gain: merge only to probe, one batch in {PROBE}");
     }
 
     #[test]
