@@ -228,12 +228,17 @@ impl Dispatcher {
                 waiting = self.arrivals.recv() => self.queue.push_back(waiting?),
             }
         };
-        self.hold_for_company().await?;
+        // A batch that will not merge starts at once: holding a free
+        // session for company it would not take only idles the session.
+        let merge = self.flight.may_merge();
+        if merge {
+            self.hold_for_company().await?;
+        }
         self.queue.retain(|w| !w.answer.is_closed());
         if self.queue.is_empty() {
             return Some(());
         }
-        let batch = self.take();
+        let batch = self.take(merge);
         let graph = self.graph.upgrade()?;
         if let Some(observer) = &self.batching.observer.0 {
             let now = Instant::now();
@@ -270,13 +275,13 @@ impl Dispatcher {
         self.queue.iter().filter(|w| w.shape == first.shape).map(|w| w.rows).fold(0, u32::saturating_add)
     }
 
-    /// The oldest caller and, when merging pays, the queued callers of its
-    /// shape that fit.
-    fn take(&mut self) -> Vec<Waiting> {
+    /// The oldest caller and, with `merge`, the queued callers of its shape
+    /// that fit.
+    fn take(&mut self, merge: bool) -> Vec<Waiting> {
         let first = self.queue.pop_front().expect("a caller is queued");
         let mut rows = first.rows;
         let mut batch = vec![first];
-        if !self.flight.may_merge() {
+        if !merge {
             return batch;
         }
         let mut i = 0;
