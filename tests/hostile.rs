@@ -222,6 +222,44 @@ fn a_model_that_allocates_from_its_input_cannot_take_the_host_down() {
     assert!(s.rss_mib() < before + 1200, "server grew from {before} to {} MiB", s.rss_mib());
 }
 
+/// A function whose requests were short runs them on the HTTP worker that
+/// received them (runtime::placement); once one turns hostile it moves to
+/// the guests' executor at its first yield, ends at its deadline like any
+/// other, and the front keeps serving meanwhile.
+#[test]
+fn a_short_function_turned_hostile_leaves_the_front_free() {
+    let (_dir, s) = start(&[]);
+    s.deploy("bystander", "digits", "digits", &[]);
+    s.deploy("h", "hostile", "digits", &["--timeout", "2"]);
+    for _ in 0..40 {
+        assert_eq!(s.invoke("h", "text/plain", "echo").body, "echo"); // earns the front
+    }
+    let s = Arc::new(s);
+    let hostile: Vec<_> = ["loop", "sleep:10000"]
+        .into_iter()
+        .map(|command| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                (s.invoke("h", "text/plain", command), start.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(s.http("GET", "/healthz", None, &[], b"").status, 200);
+        assert!(start.elapsed() < Duration::from_secs(1), "healthz took {:?}", start.elapsed());
+        others_still_served(&s);
+    }
+    for h in hostile {
+        let (a, took) = h.join().unwrap();
+        assert_eq!((a.status, code(&a).as_str()), (504, "timeout"), "{}", a.body);
+        assert!(took < Duration::from_millis(3500), "answered after {took:?}");
+    }
+    assert_eq!(s.invoke("h", "text/plain", "echo").body, "echo");
+}
+
 #[test]
 fn an_endless_model_run_is_terminated_at_the_deadline() {
     let (_dir, mut s) = start(&[]);

@@ -27,6 +27,7 @@ pub use timeline::{KEPT, STEP_S, Step, Timeline, step_of};
 
 use crate::journal::{EventKind, Journals};
 use crate::members::Members;
+use crate::runtime::placement::{self, FrontSlot, Streak};
 use crate::runtime::{
     ComponentCache, Function, FunctionSpec, Held, Instance, InvokeError, Invoked, LoadError, Output, Request, Retired,
     Runtime, Source, Start, Validated, serve,
@@ -178,6 +179,8 @@ pub struct Pool {
     /// Memory one session of every graph holds, as a deploy measured it
     /// (0 until known).
     session_bytes: AtomicU64,
+    /// Whether requests have been short enough to run on the front.
+    streak: Streak,
     /// What the pool measured.
     pub metrics: Metrics,
 }
@@ -196,6 +199,15 @@ impl Served {
     fn refused(e: PoolError) -> Self {
         Served { result: Err(e), cold: false, output: Output::default() }
     }
+}
+
+/// A request served by the runtime: its answer, what its guest wrote, and
+/// what is left of its instance.
+type Serving = (Result<Invoked, InvokeError>, Output, Option<Retired>);
+
+/// What a request task that failed to finish (it panicked) served.
+fn task_failed(e: &dyn std::fmt::Display) -> Serving {
+    (Err(InvokeError::Internal(format!("request task: {e}"))), Output::default(), None)
 }
 
 /// Keeps the busy count honest on every path out of a request.
@@ -228,6 +240,7 @@ impl Pool {
             members,
             permits: Mutex::new(permits),
             session_bytes: AtomicU64::new(0),
+            streak: Streak::default(),
             metrics,
         })
     }
@@ -387,11 +400,11 @@ impl Pool {
             let function = self.loader.name.clone();
             return Served::refused(PoolError::Throttled { function, limit, retry_after_s: 1 });
         };
-        let ready = {
+        let (ready, alone) = {
             let mut inner = self.lock();
             inner.busy += 1;
             inner.peak = inner.peak.max(inner.busy);
-            inner.ready.pop()
+            (inner.ready.pop(), inner.busy == 1)
         };
         let busy = Busy(self.clone());
         let cold = ready.is_none();
@@ -406,22 +419,23 @@ impl Pool {
                 }
             }
         };
-        // One task per request on the guests' executor: it answers, frees
-        // the slot, and only then drops the served instance and pre-makes
-        // the next one, so that work is off the request's path.
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let pool = self.clone();
-        self.loader.runtime.spawn(async move {
-            let (invoked, output, retired) = serve(start, &request).await;
+        let serving = async move {
+            let served = serve(start, &request).await;
             drop(busy);
             drop(permit);
-            let _ = answer.send((invoked, output));
-            pool.refill(retired).await;
-        });
-        let (result, output) = match answered.await {
-            Ok((result, output)) => (result.map_err(PoolError::from), output),
-            Err(e) => (Err(InvokeError::Internal(format!("request task: {e}")).into()), Output::default()),
+            served
         };
+        let runtime = &self.loader.runtime;
+        // Under concurrent load the hand-off costs no latency (the
+        // executor is awake) and keeps guest code off the front: measured,
+        // running there only pays for a request alone in its pool.
+        let front = if alone && self.streak.earned() { runtime.front.try_take() } else { None };
+        let (result, output) = match front {
+            Some(slot) => self.invoke_here(serving, slot).await,
+            None => self.invoke_on_executor(serving).await,
+        };
+        self.streak.served(result.as_ref().ok().map(|invoked| invoked.instantiate + invoked.handle));
+        let result = result.map_err(PoolError::from);
         match &result {
             Err(PoolError::Invoke(InvokeError::Timeout(_))) => self.metrics.timeouts.fetch_add(1, Ordering::Relaxed),
             Err(PoolError::Invoke(InvokeError::MemoryExceeded(_))) => {
@@ -430,6 +444,48 @@ impl Pool {
             _ => 0,
         };
         Served { result, cold, output }
+    }
+
+    /// Serves on the front worker that received the request (see
+    /// `runtime::placement`), moving to the guests' executor past the
+    /// budget; the served instance is dropped and the next one made after
+    /// the answer, off the request's path.
+    async fn invoke_here(
+        self: &Arc<Self>,
+        serving: impl Future<Output = Serving> + Send + 'static,
+        slot: FrontSlot<'_>,
+    ) -> (Result<Invoked, InvokeError>, Output) {
+        let served = match placement::run_here(Box::pin(serving), placement::BUDGET).await {
+            Ok(served) => served,
+            Err(unfinished) => {
+                drop(slot);
+                self.loader.runtime.run(unfinished).await.unwrap_or_else(|e| task_failed(&e))
+            }
+        };
+        let (result, output, retired) = served;
+        let pool = self.clone();
+        tokio::spawn(async move { pool.refill(retired).await });
+        (result, output)
+    }
+
+    /// Serves as one task on the guests' executor: it answers, frees the
+    /// slot, and only then drops the served instance and pre-makes the
+    /// next one, so that work is off the request's path.
+    async fn invoke_on_executor(
+        self: &Arc<Self>,
+        serving: impl Future<Output = Serving> + Send + 'static,
+    ) -> (Result<Invoked, InvokeError>, Output) {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        self.loader.runtime.spawn(async move {
+            let (result, output, retired) = serving.await;
+            let _ = answer.send((result, output));
+            pool.refill(retired).await;
+        });
+        answered.await.unwrap_or_else(|e| {
+            let (result, output, _) = task_failed(&e);
+            (result, output)
+        })
     }
 
     fn throttled(&self) {

@@ -61,6 +61,8 @@ pub struct Runtime {
     pub(crate) slots: Arc<Slots>,
     /// Memory all requests hold, against the host's limit.
     pub(crate) host_memory: Arc<super::limits::HostMemory>,
+    /// Front workers that may run short requests' guests (see `placement`).
+    pub(crate) front: super::placement::FrontSlots,
     pooling: bool,
     _ticker: EpochTicker,
     executor: Executor,
@@ -128,6 +130,8 @@ impl Runtime {
             init_linker,
             slots: Arc::new(Slots { used: AtomicU32::new(0), total, reserved }),
             host_memory: Arc::default(),
+            // The front is a default tokio runtime: a worker per core.
+            front: super::placement::FrontSlots::new(super::limits::cores()),
             pooling,
             _ticker: ticker,
             executor: Executor::start()?,

@@ -14,6 +14,7 @@ mod engine;
 mod function;
 mod instance;
 pub mod limits;
+pub mod placement;
 mod snapshot;
 mod state;
 mod wasi_nn;
