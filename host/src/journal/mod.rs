@@ -9,8 +9,11 @@
 //! segment (`<root>/<function>/<first ms>.jsonl`, a JSON object per line),
 //! flushes, and only then tells followers. Segments past the function's
 //! size limit (oldest first) or older than the age limit are deleted.
-//! A reader that follows takes the writer's gate to subscribe and read the
-//! backlog at one point in the stream: nothing is missed or seen twice.
+//! A read first waits (briefly) for the writer to have handled every record
+//! queued before it began: a client that got its response then asks for
+//! the logs finds its request there. A reader that follows takes the
+//! writer's gate to subscribe and read the backlog at one point in the
+//! stream: nothing is missed or seen twice.
 
 mod record;
 
@@ -23,7 +26,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
@@ -43,6 +46,9 @@ const LINGER: Duration = Duration::from_millis(10);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Most segments held open at once (one per recently active function).
 const OPEN_MAX: usize = 256;
+/// Longest a read waits for the writer to catch up with what was queued
+/// before it (a stalled disk must not hang readers).
+const CATCH_UP: Duration = Duration::from_secs(1);
 /// Most records one read returns.
 pub const LIMIT_MAX: usize = 10_000;
 
@@ -110,9 +116,14 @@ struct Inner<T> {
     root: PathBuf,
     host: String,
     live: broadcast::Sender<T>,
-    /// Held while a batch is written and announced, and while a follower
-    /// subscribes and reads.
-    gate: Mutex<()>,
+    /// Records the writer has handled (written or lost). Held while a
+    /// batch is written and announced, and while a follower subscribes and
+    /// reads.
+    gate: Mutex<u64>,
+    /// Told after each batch.
+    wrote: Condvar,
+    /// Records taken into the queue.
+    accepted: AtomicU64,
     /// Weight of the records in the queue.
     queued: AtomicU64,
     dropped: AtomicU64,
@@ -129,7 +140,9 @@ impl<T: Record> Journal<T> {
             root: root.to_path_buf(),
             host: host.to_owned(),
             live: broadcast::channel(QUEUE / 16).0,
-            gate: Mutex::new(()),
+            gate: Mutex::new(0),
+            wrote: Condvar::new(),
+            accepted: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
@@ -148,10 +161,15 @@ impl<T: Record> Journal<T> {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let Err(e) = self.queue.try_send(record) {
-            queued.fetch_sub(weight, Ordering::Relaxed);
-            if let TrySendError::Full(_) = e {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.queue.try_send(record) {
+            Ok(()) => {
+                self.inner.accepted.fetch_add(1, Ordering::Release);
+            }
+            Err(e) => {
+                queued.fetch_sub(weight, Ordering::Relaxed);
+                if let TrySendError::Full(_) = e {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -169,7 +187,12 @@ impl<T: Record> Journal<T> {
         keep: impl Fn(&T) -> bool + Send + 'static,
     ) -> std::io::Result<Page<T>> {
         let (inner, function) = (self.inner.clone(), function.to_owned());
-        blocking(move || inner.read(&function, &query, &keep)).await
+        let queued = inner.accepted.load(Ordering::Acquire);
+        blocking(move || {
+            drop(inner.caught_up(queued));
+            inner.read(&function, &query, &keep)
+        })
+        .await
     }
 
     /// What [`Journal::read`] returns, and every record written after it.
@@ -180,8 +203,9 @@ impl<T: Record> Journal<T> {
         keep: impl Fn(&T) -> bool + Send + 'static,
     ) -> std::io::Result<(Page<T>, broadcast::Receiver<T>)> {
         let (inner, function) = (self.inner.clone(), function.to_owned());
+        let queued = inner.accepted.load(Ordering::Acquire);
         blocking(move || {
-            let _gate = inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let _gate = inner.caught_up(queued);
             let live = inner.live.subscribe();
             Ok((inner.read(&function, &query, &keep)?, live))
         })
@@ -219,6 +243,16 @@ fn segments(dir: &Path) -> Vec<(i64, PathBuf)> {
 }
 
 impl<T: Record> Inner<T> {
+    /// The gate, once the writer has handled `queued` records (or after
+    /// [`CATCH_UP`]).
+    fn caught_up(&self, queued: u64) -> MutexGuard<'_, u64> {
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        match self.wrote.wait_timeout_while(gate, CATCH_UP, |handled| *handled < queued) {
+            Ok((gate, _)) => gate,
+            Err(p) => p.into_inner().0,
+        }
+    }
+
     fn read(&self, function: &str, query: &Query, keep: &dyn Fn(&T) -> bool) -> std::io::Result<Page<T>> {
         let since = query.since.unwrap_or(Millis(i64::MIN));
         let limit = query.limit.clamp(1, LIMIT_MAX);
@@ -297,7 +331,8 @@ impl<T: Record> Writer<T> {
     /// Writes a batch, flushes it, then tells followers.
     fn write(&mut self, batch: Vec<T>) {
         let inner = self.inner.clone();
-        let gate = inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gate = inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let handled = batch.len() as u64;
         let mut touched = Vec::new();
         for record in &batch {
             let function = record.head().function.clone();
@@ -322,7 +357,9 @@ impl<T: Record> Writer<T> {
         for record in batch {
             let _ = inner.live.send(record);
         }
+        *gate += handled;
         drop(gate);
+        inner.wrote.notify_all();
         inner.queued.fetch_sub(weight, Ordering::Relaxed);
         for function in touched {
             self.trim(&function);
@@ -420,15 +457,8 @@ mod tests {
         Limits { max_bytes, max_age: Duration::from_secs(3600) }
     }
 
-    async fn settle<T: Record>(j: &Journal<T>, function: &str, n: usize) -> Vec<T> {
-        for _ in 0..200 {
-            let page = j.read(function, Query { since: None, limit: LIMIT_MAX }, |_| true).await.unwrap();
-            if page.records.len() >= n {
-                return page.records;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("records not written");
+    async fn all<T: Record>(j: &Journal<T>, function: &str) -> Vec<T> {
+        j.read(function, Query { since: None, limit: LIMIT_MAX }, |_| true).await.unwrap().records
     }
 
     #[tokio::test]
@@ -441,7 +471,7 @@ mod tests {
                 j.append(event("f", now + i, &format!("m{i}")));
             }
             j.append(event("g", now, "other"));
-            settle(&j, "f", 10).await;
+            assert_eq!(all(&j, "f").await.len(), 10, "a read sees what was queued before it");
         }
         let j = Journal::<Event>::open(dir.path(), "h2", limits(1 << 20)).unwrap();
         let page = j.read("f", Query { since: Some(Millis(now + 3)), limit: 4 }, |_| true).await.unwrap();
@@ -462,11 +492,11 @@ mod tests {
         for i in 0..1000 {
             j.append(event("f", now + i, &format!("{i} {long}")));
             if i % 100 == 99 {
-                settle(&j, "f", 1).await;
+                all(&j, "f").await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let records = settle(&j, "f", 1).await;
+        let records = all(&j, "f").await;
         let on_disk: u64 = segments(&dir.path().join("f")).iter().map(|(_, p)| p.metadata().unwrap().len()).sum();
         assert!(on_disk <= (256 << 10) + (64 << 10), "{on_disk} bytes kept");
         assert!(records.last().unwrap().message.starts_with("999 "), "the newest stays");
@@ -481,7 +511,7 @@ mod tests {
         j.append(event("f", now, &"x".repeat(QUEUE_BYTES as usize)));
         assert_eq!(j.dropped(), 1);
         j.append(event("f", now + 1, "small"));
-        let kept = settle(&j, "f", 1).await;
+        let kept = all(&j, "f").await;
         assert_eq!(kept.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["small"]);
     }
 
@@ -491,7 +521,6 @@ mod tests {
         let j = Journal::open(dir.path(), "h", limits(1 << 20)).unwrap();
         let now = Millis::now().0;
         j.append(event("f", now, "before"));
-        settle(&j, "f", 1).await;
         let (page, mut live) = j.follow("f", Query { since: None, limit: 10 }, |_| true).await.unwrap();
         assert_eq!(page.records.len(), 1);
         j.append(event("f", now + 1, "after"));
