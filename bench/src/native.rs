@@ -25,12 +25,13 @@ pub enum Native {
     Gbm(Session),
 }
 
+/// A session set as Nimbus sets its sessions (host/src/nn/graph.rs), so
+/// the floor differs from Nimbus by the platform only.
 fn session(path: &Path, threads: usize) -> Session {
+    let light = nimbus::nn::check_model(path, path.parent().unwrap_or(Path::new("."))).is_ok_and(|i| i.light);
     Session::builder()
         .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-        .and_then(|b| b.with_intra_threads(threads))
-        // As Nimbus sets its sessions (host/src/nn/graph.rs), so the floor
-        // differs from Nimbus by the platform only.
+        .and_then(|b| b.with_intra_threads(nimbus::nn::intra_threads(light, threads)))
         .and_then(|b| b.with_intra_op_spinning(false))
         .and_then(|b| b.commit_from_file(path))
         .unwrap_or_else(|e| panic!("{}: {e} (run `make build`)", path.display()))

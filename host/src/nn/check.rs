@@ -41,6 +41,40 @@ pub const MAX_DEPTH: usize = 32;
 /// has no kernels there (sessions fail with "not a registered function/op" or "Could not find an
 /// implementation"), and the domains of other providers (DirectML, VitisAI, ...) are never loaded.
 pub const BUILTIN_DOMAINS: &[&str] = &["", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc"];
+/// Operators of the standard domain that classical-ML converters (skl2onnx,
+/// onnxmltools) put around `ai.onnx.ml` ones: a few element-wise or shape
+/// operations per row (see [`ModelInfo::light`]).
+const GLUE_OPS: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Gather",
+    "Slice",
+    "Shape",
+    "ArgMax",
+    "ArgMin",
+    "Softmax",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Sigmoid",
+    "Clip",
+    "Max",
+    "Min",
+    "Where",
+    "Not",
+    "Equal",
+    "Greater",
+    "Less",
+];
 /// ONNX Runtime's tag for external data at a memory address (the `offset` is then a pointer).
 const MEMORY_ADDRESS_TAG: &str = "*/_ORT_MEM_ADDR_/*";
 /// `TensorProto.DataLocation.EXTERNAL`.
@@ -135,6 +169,11 @@ pub struct ModelInfo {
     pub external_bytes: u64,
     /// The main graph's inputs and outputs.
     pub signature: Signature,
+    /// Every node is a classical-ML operator (`ai.onnx.ml`: trees, linear
+    /// models, scalers) or glue around one ([`GLUE_OPS`]): a run is a few
+    /// microseconds per row, less than waking a second intra-op thread
+    /// costs, so such a graph runs on one.
+    pub light: bool,
 }
 
 /// Checks the ONNX file at `file` (inside the artifact folder `root`) before ONNX Runtime opens it.
@@ -160,7 +199,7 @@ pub fn check_model(file: &Path, root: &Path) -> Result<ModelInfo, CheckError> {
     };
     let functions = proto.functions.iter().map(|f| (f.domain.as_str(), f.name.as_str())).collect();
     let (info, domains, files) = (ModelInfo::default(), BTreeSet::new(), BTreeMap::new());
-    Walk { model, dir, root, functions, trail: Vec::new(), info, domains, files }.model(&proto)
+    Walk { model, dir, root, functions, trail: Vec::new(), info, domains, files, heavy: false }.model(&proto)
 }
 
 fn decode_error(model: &str, e: &prost::DecodeError) -> CheckError {
@@ -232,6 +271,8 @@ struct Walk<'m> {
     info: ModelInfo,
     domains: BTreeSet<&'m str>,
     files: BTreeMap<PathBuf, u64>,
+    /// A node outside what [`ModelInfo::light`] allows was seen.
+    heavy: bool,
 }
 
 impl<'m> Walk<'m> {
@@ -259,6 +300,7 @@ impl<'m> Walk<'m> {
         self.info.custom_domains = self.domains.iter().map(|d| (*d).to_owned()).collect();
         self.info.external_bytes = self.files.values().sum();
         self.info.external_files = self.files.into_keys().collect();
+        self.info.light = !self.heavy;
         Ok(self.info)
     }
 
@@ -295,6 +337,8 @@ impl<'m> Walk<'m> {
         for n in nodes {
             self.info.nodes += 1;
             let domain = n.domain.as_str();
+            let standard = matches!(domain, "" | "ai.onnx");
+            self.heavy |= !(domain == "ai.onnx.ml" || standard && GLUE_OPS.contains(&n.op_type.as_str()));
             if !BUILTIN_DOMAINS.contains(&domain) {
                 if !self.functions.contains(&(domain, n.op_type.as_str())) {
                     let (op, domain, place) = (show(&n.op_type), show(domain), self.place(&node_label(n)));

@@ -20,7 +20,7 @@ mod zipmap;
 
 pub use batch::{BatchObserver, Batching, Observer};
 pub use check::{CheckError, Classes, ExternalProblem, ModelInfo, Port, Signature, check_model};
-pub use graph::{Graph, GraphOptions, Graphs, MAX_GRAPHS, MAX_NODES};
+pub use graph::{Graph, GraphOptions, Graphs, MAX_GRAPHS, MAX_NODES, intra_threads};
 pub use library::{init, library_path};
 pub use tensor::{ElementType, Tensor};
 

@@ -120,6 +120,22 @@ fn clean_model_passes_and_is_counted() {
 }
 
 #[test]
+fn classical_ml_graphs_are_light_and_the_rest_are_not() {
+    let f = Folder::new();
+    let forest = |extra: Vec<NodeProto>| {
+        let mut nodes =
+            vec![node("TreeEnsembleClassifier", "trees", "ai.onnx.ml", vec![]), node("Cast", "c", "", vec![])];
+        nodes.extend(extra);
+        f.check(&model(graph("main", nodes))).unwrap().light
+    };
+    assert!(forest(vec![]), "trees and a cast");
+    assert!(forest(vec![node("ZipMap", "z", "ai.onnx.ml", vec![])]), "with ZipMap");
+    assert!(!forest(vec![node("Gemm", "g", "", vec![])]), "a dense layer");
+    assert!(!forest(vec![node("Conv", "k", "", vec![])]), "a convolution");
+    assert!(!f.check(&with_tensor(Placement::LoopBody, TensorProto::default())).unwrap().light, "a loop");
+}
+
+#[test]
 fn hostile_external_data_is_refused_everywhere() {
     let f = Folder::new();
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], ExternalProblem);
