@@ -26,6 +26,8 @@
 //! - once `shutdown` resolves: no new accepts, idle connections close, busy
 //!   ones finish their current request; [`serve`] returns when all are done
 //!   or after `drain_timeout`, cutting off (and logging) the rest;
+//! - connections are served on lanes, a single-threaded runtime per core
+//!   (see `api::lanes`); accepting, 503 answers and draining stay here;
 //! - socket and accept errors are logged, never panics; accept errors such as
 //!   EMFILE are retried after a short pause instead of spinning.
 //!
@@ -35,6 +37,7 @@
 //! This module does not change process limits: the host should raise
 //! RLIMIT_NOFILE (soft to hard) at start; [`serve`] warns when it is too low.
 
+use super::lanes::Lanes;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
@@ -135,6 +138,7 @@ pub async fn serve(
     let limits = Arc::new(limits);
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let lanes = Lanes::start(crate::runtime::limits::cores())?;
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
@@ -149,7 +153,18 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     if let Ok(permit) = permits.clone().try_acquire_owned() {
-                        tasks.spawn(connection(stream, permit, router.clone(), limits.clone(), stopped.clone()));
+                        let (lane, on_lane) = lanes.pick();
+                        let (router, limits, stopped) = (router.clone(), limits.clone(), stopped.clone());
+                        // Registered again with the lane's own reactor, so
+                        // its readiness wakes no other thread.
+                        let stream = stream.into_std();
+                        tasks.spawn_on(async move {
+                            match stream.and_then(TcpStream::from_std) {
+                                Ok(stream) => connection(stream, permit, router, limits, stopped).await,
+                                Err(e) => tracing::warn!(error = %e, "could not move a connection to its lane"),
+                            }
+                            drop(on_lane);
+                        }, lane);
                     } else if let Ok(slot) = reject_slots.clone().try_acquire_owned() {
                         tracing::debug!("at max_connections; answering 503");
                         tasks.spawn(reject(stream, slot));

@@ -15,6 +15,7 @@ mod functions;
 mod hosts;
 pub use functions::PAGE_MAX;
 mod invoke;
+mod lanes;
 mod metrics;
 mod observe;
 mod oip;

@@ -446,7 +446,7 @@ impl Pool {
         Served { result, cold, output }
     }
 
-    /// Serves on the front worker that received the request (see
+    /// Serves on the HTTP lane that received the request (see
     /// `runtime::placement`), moving to the guests' executor past the
     /// budget; the served instance is dropped and the next one made after
     /// the answer, off the request's path.

@@ -2,7 +2,7 @@
 //! the executor guests run on.
 //!
 //! Guests (requests and `init`) run as async tasks on their own tokio
-//! runtime, not on the workers that serve HTTP: guest code yields at every
+//! runtime, not on the lanes that serve HTTP: guest code yields at every
 //! epoch tick, so many guests share that runtime's threads fairly, and a
 //! busy function never delays the HTTP front or another function's
 //! admission. The front hands each request over with one task spawn.
@@ -61,7 +61,7 @@ pub struct Runtime {
     pub(crate) slots: Arc<Slots>,
     /// Memory all requests hold, against the host's limit.
     pub(crate) host_memory: Arc<super::limits::HostMemory>,
-    /// Front workers that may run short requests' guests (see `placement`).
+    /// HTTP lanes that may run short requests' guests (see `placement`).
     pub(crate) front: super::placement::FrontSlots,
     pooling: bool,
     _ticker: EpochTicker,
@@ -130,7 +130,7 @@ impl Runtime {
             init_linker,
             slots: Arc::new(Slots { used: AtomicU32::new(0), total, reserved }),
             host_memory: Arc::default(),
-            // The front is a default tokio runtime: a worker per core.
+            // The front serves on a lane per core (`api::lanes`).
             front: super::placement::FrontSlots::new(super::limits::cores()),
             pooling,
             _ticker: ticker,

@@ -1,5 +1,5 @@
-//! Where a request's guest runs: on the HTTP worker that received the
-//! request, or on the guests' executor.
+//! Where a request's guest runs: on the HTTP lane (`api::lanes`) that
+//! received the request, or on the guests' executor.
 //!
 //! Why: the executor is a runtime of its own so that guest code cannot
 //! delay the HTTP front, but handing a request to it and the answer back
@@ -11,12 +11,14 @@
 //! - a function earns this with [`STREAK`] requests in a row each served
 //!   within [`BUDGET`]; one request over it (or failed) loses it until a
 //!   new streak is earned;
-//! - fewer requests than the front has workers run there at once, so at
-//!   least one HTTP worker is always free of guest code;
+//! - fewer requests than the front has lanes run there at once, so at
+//!   least one lane is always free of guest code (a lane does not steal:
+//!   its other connections wait while a guest runs on it, at most the
+//!   budget and a tick);
 //! - a request past [`BUDGET`] moves to the executor at its next suspension
 //!   point. Guest code yields at every epoch tick, and a model run longer
 //!   than the inline limit is already on a blocking thread, so the worst a
-//!   function can do to a front worker is about one tick (10 ms; 20 ms if
+//!   function can do to a lane is about one tick (10 ms; 20 ms if
 //!   a short model run turns long, see `nn::inline`) per earned streak.
 
 use std::future::{Future, poll_fn};
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-/// Longest a request may run on a front worker before it moves.
+/// Longest a request may run on a lane before it moves.
 pub const BUDGET: Duration = Duration::from_millis(1);
 
 /// Requests in a row within [`BUDGET`] that earn a function the front.
@@ -53,8 +55,8 @@ impl Streak {
     }
 }
 
-/// The front workers that may run guest code now: one fewer than the front
-/// has (none on a front of one worker).
+/// The lanes that may run guest code now: one fewer than the front has
+/// (none on a front of one lane).
 #[derive(Debug)]
 pub struct FrontSlots {
     used: AtomicUsize,
@@ -62,7 +64,7 @@ pub struct FrontSlots {
 }
 
 impl FrontSlots {
-    /// Slots for a front of `workers` workers.
+    /// Slots for a front of `workers` lanes.
     pub fn new(workers: usize) -> Self {
         FrontSlots { used: AtomicUsize::new(0), total: workers.saturating_sub(1) }
     }
@@ -76,7 +78,7 @@ impl FrontSlots {
     }
 }
 
-/// A front worker running guest code.
+/// A lane running guest code.
 pub struct FrontSlot<'a>(&'a FrontSlots);
 
 impl Drop for FrontSlot<'_> {
