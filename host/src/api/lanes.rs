@@ -53,6 +53,9 @@ impl Lanes {
             stop.push(stopper);
             std::thread::Builder::new().name(format!("nimbus-http-{i}")).spawn(move || {
                 let _ = runtime.block_on(stopped);
+                // Blocking work a handler started is not waited for (as
+                // the process's own runtime bounds it at exit).
+                runtime.shutdown_background();
             })?;
         }
         Ok(Lanes { lanes, _stop: stop })

@@ -167,12 +167,18 @@ pub(super) struct Batcher {
     queue: mpsc::UnboundedSender<Waiting>,
     /// Taken by the dispatcher when it starts.
     arrivals: Mutex<Option<mpsc::UnboundedReceiver<Waiting>>>,
+    /// Where the dispatcher runs: the runtime the graph was loaded from
+    /// (the guests' executor), not wherever its first caller runs (which
+    /// may be an HTTP lane, see `runtime::placement`): merging callers'
+    /// tensors is work a lane must not do.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Batcher {
     pub(super) fn new(batching: Batching) -> Self {
         let (queue, arrivals) = mpsc::unbounded_channel();
-        Batcher { batching, queue, arrivals: Mutex::new(Some(arrivals)) }
+        let home = tokio::runtime::Handle::try_current().ok();
+        Batcher { batching, queue, arrivals: Mutex::new(Some(arrivals)), home }
     }
 
     /// Runs `inputs` (already checked against the graph) in a batch, or
@@ -191,7 +197,10 @@ impl Batcher {
                 flight: Arc::default(),
                 queue: VecDeque::new(),
             };
-            tokio::spawn(dispatcher.serve());
+            match &self.home {
+                Some(home) => drop(home.spawn(dispatcher.serve())),
+                None => drop(tokio::spawn(dispatcher.serve())),
+            }
         }
         let (answer, answered) = oneshot::channel();
         let waiting = Waiting { inputs, shape, rows, limit, arrived: Instant::now(), answer };
