@@ -234,6 +234,7 @@ fn a_short_function_turned_hostile_leaves_the_front_free() {
     for _ in 0..40 {
         assert_eq!(s.invoke("h", "text/plain", "echo").body, "echo"); // earns the front
     }
+    assert!(s.metric("nimbus_lane_runs_total", "h") >= 20.0, "short requests alone run on their lane");
     let s = Arc::new(s);
     let hostile: Vec<_> = ["loop", "sleep:10000"]
         .into_iter()
@@ -258,6 +259,13 @@ fn a_short_function_turned_hostile_leaves_the_front_free() {
         assert!(took < Duration::from_millis(3500), "answered after {took:?}");
     }
     assert_eq!(s.invoke("h", "text/plain", "echo").body, "echo");
+    // Earned again, a loop alone starts on the lane and is moved off it.
+    for _ in 0..20 {
+        s.invoke("h", "text/plain", "echo");
+    }
+    let moved = s.metric("nimbus_lane_moves_total", "h");
+    assert_eq!(s.invoke("h", "text/plain", "loop").status, 504);
+    assert_eq!(s.metric("nimbus_lane_moves_total", "h"), moved + 1.0, "the loop left its lane");
 }
 
 #[test]

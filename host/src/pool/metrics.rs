@@ -98,6 +98,11 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     /// Requests ended for growing past their memory tier.
     pub memory_exceeded: AtomicU64,
+    /// Requests whose guest started on the HTTP lane that received them
+    /// (short and alone, see `runtime::placement`).
+    pub lane_runs: AtomicU64,
+    /// Of those, requests moved to the guests' executor past the budget.
+    pub lane_moves: AtomicU64,
     /// Time inside the handler.
     pub model_latency: Histogram,
     /// Time around it: queueing, instance, body, auth.
@@ -265,7 +270,7 @@ pub fn render(series: &[Series]) -> String {
         series.iter().map(|s| format!("function=\"{}\",version=\"{}\"", s.function, s.version)).collect();
     let rows: Vec<(&str, &Metrics, Gauges)> =
         series.iter().zip(&labels).map(|(s, l)| (l.as_str(), s.metrics, s.gauges)).collect();
-    let counters: [(&str, &str, Counter); 7] = [
+    let counters: [(&str, &str, Counter); 9] = [
         ("nimbus_invocations_total", "Requests received.", |m| &m.invocations),
         ("nimbus_invocation_4xx_errors_total", "Requests answered with a 4xx status.", |m| &m.errors_4xx),
         ("nimbus_invocation_5xx_errors_total", "Requests answered with a 5xx status.", |m| &m.errors_5xx),
@@ -273,6 +278,12 @@ pub fn render(series: &[Series]) -> String {
         ("nimbus_cold_starts_total", "Requests that found no ready instance.", |m| &m.cold_starts),
         ("nimbus_timeouts_total", "Requests ended at their timeout.", |m| &m.timeouts),
         ("nimbus_memory_exceeded_total", "Requests ended for growing past their memory tier.", |m| &m.memory_exceeded),
+        ("nimbus_lane_runs_total", "Requests whose guest started on the HTTP lane that received them.", |m| {
+            &m.lane_runs
+        }),
+        ("nimbus_lane_moves_total", "Requests moved from an HTTP lane to the guests' executor past the budget.", |m| {
+            &m.lane_moves
+        }),
     ];
     for (name, help, read) in counters {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

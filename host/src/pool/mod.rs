@@ -455,9 +455,11 @@ impl Pool {
         serving: impl Future<Output = Serving> + Send + 'static,
         slot: FrontSlot<'_>,
     ) -> (Result<Invoked, InvokeError>, Output) {
+        self.metrics.lane_runs.fetch_add(1, Ordering::Relaxed);
         let served = match placement::run_here(Box::pin(serving), placement::BUDGET).await {
             Ok(served) => served,
             Err(unfinished) => {
+                self.metrics.lane_moves.fetch_add(1, Ordering::Relaxed);
                 drop(slot);
                 self.loader.runtime.run(unfinished).await.unwrap_or_else(|e| task_failed(&e))
             }
