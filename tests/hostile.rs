@@ -222,7 +222,7 @@ fn a_model_that_allocates_from_its_input_cannot_take_the_host_down() {
     assert!(s.rss_mib() < before + 1200, "server grew from {before} to {} MiB", s.rss_mib());
 }
 
-/// A function whose requests were short runs them on the HTTP worker that
+/// A function whose requests were short runs them on the HTTP lane that
 /// received them (runtime::placement); once one turns hostile it moves to
 /// the guests' executor at its first yield, ends at its deadline like any
 /// other, and the front keeps serving meanwhile.
