@@ -26,8 +26,11 @@
 //! does not (its time per image is the same at any batch size, so merged
 //! callers only wait for each other's rows). The dispatcher measures the
 //! time per row of merged runs and of single callers' runs, and merges only
-//! while merged rows are cheaper; one batch in [`PROBE`] merges anyway, so
-//! the measure follows the load.
+//! while merged rows are cheaper. One batch in [`PROBE`] merges a pair
+//! anyway, so the measure follows the load: a pair, not a full batch, since
+//! a probe that does not pay makes its callers wait for each other's rows
+//! (merging 14 images at a time made a sixth of vision's callers wait ~14
+//! runs, doubling p99).
 
 use super::{ElementType, Graph, NnError, Tensor};
 use std::collections::VecDeque;
@@ -110,8 +113,19 @@ struct Waiting {
     answer: Answer,
 }
 
-/// One batch in this many may merge even when merging did not pay.
+/// One batch in this many merges a pair even when merging did not pay.
 const PROBE: u64 = 16;
+
+/// How many callers the next batch may take.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Merge {
+    /// The oldest caller alone.
+    No,
+    /// Two callers at most, to measure what merging costs.
+    Pair,
+    /// Every queued caller of the oldest's shape that fits.
+    All,
+}
 
 /// Runs of the graph in flight, a wake-up when one ends, and what runs cost.
 #[derive(Default)]
@@ -126,13 +140,19 @@ struct Flight {
 }
 
 impl Flight {
-    /// Whether the next batch may merge callers: merged rows cost at
-    /// least a tenth less than rows run alone, or that is not known yet,
-    /// or this batch probes.
-    fn may_merge(&self) -> bool {
+    /// How the next batch may merge: all it can while merged rows cost at
+    /// least a tenth less than rows run alone (or no single run is measured
+    /// yet); a pair while merging is unmeasured or this batch probes.
+    fn merging(&self) -> Merge {
         let (alone, merged) = (self.alone.load(Ordering::Relaxed), self.merged.load(Ordering::Relaxed));
         let probe = self.batches.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE);
-        alone == 0 || merged == 0 || merged.saturating_mul(10) < alone.saturating_mul(9) || probe
+        if merged != 0 && (alone == 0 || merged.saturating_mul(10) < alone.saturating_mul(9)) {
+            Merge::All
+        } else if merged == 0 || probe {
+            Merge::Pair
+        } else {
+            Merge::No
+        }
     }
 
     /// Adds a run of `callers` callers and `rows` rows that took `took`.
@@ -237,10 +257,11 @@ impl Dispatcher {
                 waiting = self.arrivals.recv() => self.queue.push_back(waiting?),
             }
         };
-        // A batch that will not merge starts at once: holding a free
-        // session for company it would not take only idles the session.
-        let merge = self.flight.may_merge();
-        if merge {
+        // Only a batch that merges all it can waits for company: holding a
+        // free session for a probe, or for company a batch would not take,
+        // only idles the session.
+        let merge = self.flight.merging();
+        if merge == Merge::All {
             self.hold_for_company().await?;
         }
         self.queue.retain(|w| !w.answer.is_closed());
@@ -284,17 +305,19 @@ impl Dispatcher {
         self.queue.iter().filter(|w| w.shape == first.shape).map(|w| w.rows).fold(0, u32::saturating_add)
     }
 
-    /// The oldest caller and, with `merge`, the queued callers of its shape
-    /// that fit.
-    fn take(&mut self, merge: bool) -> Vec<Waiting> {
+    /// The oldest caller and, as `merge` allows, the queued callers of its
+    /// shape that fit.
+    fn take(&mut self, merge: Merge) -> Vec<Waiting> {
         let first = self.queue.pop_front().expect("a caller is queued");
         let mut rows = first.rows;
         let mut batch = vec![first];
-        if !merge {
-            return batch;
-        }
+        let most = match merge {
+            Merge::No => 1,
+            Merge::Pair => 2,
+            Merge::All => usize::MAX,
+        };
         let mut i = 0;
-        while i < self.queue.len() {
+        while i < self.queue.len() && batch.len() < most {
             let w = &self.queue[i];
             if w.shape == batch[0].shape && rows + w.rows <= self.batching.max_rows {
                 rows += w.rows;
@@ -456,7 +479,10 @@ mod tests {
             }
         }
         assert_eq!(graph.free.available_permits(), 1, "the session is free again");
-        assert_eq!(*sizes.0.lock().unwrap(), [5], "the five callers left ran as one batch");
+        let sizes = sizes.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 5, "the five callers left ran: {sizes:?}");
+        assert_eq!(sizes[0], 2, "merging not measured yet: a pair first, then the rest merged: {sizes:?}");
+        assert!(sizes.len() <= 3, "{sizes:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,16 +518,42 @@ mod tests {
     #[test]
     fn callers_merge_only_while_merged_rows_are_cheaper() {
         let flight = Flight::default();
-        assert!(flight.may_merge(), "unknown: merge to find out");
+        assert_eq!(flight.merging(), Merge::Pair, "unknown: merge a pair to find out");
+        flight.ran(2, 2, Duration::from_millis(8));
+        assert_eq!(flight.merging(), Merge::All, "nothing run alone to compare with yet");
         flight.ran(1, 1, Duration::from_millis(10));
         flight.ran(4, 4, Duration::from_millis(12));
-        let merges = (0..PROBE).filter(|_| flight.may_merge()).count();
-        assert_eq!(merges as u64, PROBE, "3 ms a row merged against 10 alone: always merge");
+        assert!((0..PROBE).all(|_| flight.merging() == Merge::All), "3 ms a row merged against 10 alone");
         let flight = Flight::default();
         flight.ran(1, 1, Duration::from_millis(10));
         flight.ran(4, 4, Duration::from_millis(40));
-        let merges = (0..PROBE * 4).filter(|_| flight.may_merge()).count();
-        assert_eq!(merges, 4, "no gain: merge only to probe, one batch in {PROBE}");
+        let ways: Vec<Merge> = (0..PROBE * 4).map(|_| flight.merging()).collect();
+        let probes = ways.iter().filter(|&&m| m == Merge::Pair).count();
+        assert_eq!(probes, 4, "no gain: a pair probes one batch in {PROBE}");
+        assert!(!ways.contains(&Merge::All));
+    }
+
+    #[test]
+    fn a_probe_takes_a_pair_and_no_merge_takes_one() {
+        let mut dispatcher = Dispatcher {
+            graph: Weak::new(),
+            arrivals: mpsc::unbounded_channel().1,
+            batching: Batching { max_rows: 64, max_delay: Duration::ZERO, observer: Observer::default() },
+            flight: Arc::default(),
+            queue: VecDeque::new(),
+        };
+        let mut queue = |n| {
+            for seed in 0..n {
+                let (shape, rows) = shape_of(&pixels(1, seed)).unwrap();
+                let (answer, _) = oneshot::channel();
+                let arrived = Instant::now();
+                dispatcher.queue.push_back(Waiting { inputs: pixels(1, seed), shape, rows, limit: 0, arrived, answer });
+            }
+        };
+        queue(5);
+        assert_eq!(dispatcher.take(Merge::No).len(), 1);
+        assert_eq!(dispatcher.take(Merge::Pair).len(), 2);
+        assert_eq!(dispatcher.take(Merge::All).len(), 2, "all that is left");
     }
 
     #[test]
