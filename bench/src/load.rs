@@ -30,19 +30,29 @@ pub fn oha() -> PathBuf {
     if local.is_file() { local } else { PathBuf::from("oha") }
 }
 
-/// Runs `oha` for `duration` (and at most `max_requests`) at `concurrency`
-/// against `url`, posting the workload's body.
+/// Runs `oha` for `duration` at `concurrency` against `url`, posting the
+/// workload's body.
 pub fn oha_run(url: &str, workload: &Workload, concurrency: usize, duration: Duration, body: &Path) -> Run {
-    let out = Command::new(oha())
-        .args(["--no-tui", "--output-format", "json", "-m", "POST"])
-        .args(["-c", &concurrency.to_string()])
-        .args(["-z", &format!("{}ms", duration.as_millis())])
-        .args(["-T", workload.content_type, "-H", &format!("accept: {}", workload.accept)])
-        .arg("-D")
-        .arg(body)
-        .arg(url)
-        .output()
-        .expect("run oha: `make bench` installs it into .build/tools");
+    let mut oha = oha_command(concurrency, duration);
+    oha.args(["-m", "POST", "-T", workload.content_type, "-H", &format!("accept: {}", workload.accept)]);
+    oha_report(oha.arg("-D").arg(body).arg(url))
+}
+
+/// Runs `oha` for `duration` at `concurrency`, getting `url`: the HTTP
+/// floor, when `url` answers without work.
+pub fn oha_get(url: &str, concurrency: usize, duration: Duration) -> Run {
+    oha_report(oha_command(concurrency, duration).arg(url))
+}
+
+fn oha_command(concurrency: usize, duration: Duration) -> Command {
+    let mut oha = Command::new(oha());
+    oha.args(["--no-tui", "--output-format", "json", "-c", &concurrency.to_string()]);
+    oha.args(["-z", &format!("{}ms", duration.as_millis())]);
+    oha
+}
+
+fn oha_report(oha: &mut Command) -> Run {
+    let out = oha.output().expect("run oha: `make bench` installs it into .build/tools");
     assert!(out.status.success(), "oha failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: Report = serde_json::from_slice(&out.stdout).expect("oha's JSON report");
     report.into_run()

@@ -8,14 +8,16 @@
 //! - digits (a random forest behind its handler) and gbm (LightGBM exported
 //!   by onnxmltools, a model-only deploy over the Open Inference Protocol)
 //!   at 1 and 16 clients: native, Python with as many uvicorn workers as
-//!   cores, Nimbus. Overhead = Nimbus p50 - native p50.
+//!   cores, Nimbus. Overhead = Nimbus p50 - native p50. Beside them the
+//!   HTTP floor: oha getting Nimbus's `/healthz` (no work behind it), so
+//!   what the platform adds beyond HTTP on this machine can be read off.
 //!
 //! Run with `make bench` (or `make bench-batching`). Knobs as `compare`:
 //! NIMBUS_BENCH_SECONDS (3), NIMBUS_BENCH_REPEATS (3). Writes
 //! docs/benchmarks/batching.md and batching.json.
 
 use nimbus::runtime::FunctionSpec;
-use nimbus_bench::load::{Run, oha_run};
+use nimbus_bench::load::{Run, oha_get, oha_run};
 use nimbus_bench::native::Sessions;
 use nimbus_bench::peers::{Nimbus, Python, invocations, post};
 use nimbus_bench::root;
@@ -73,6 +75,8 @@ struct Results {
 enum Peer<'a> {
     Native(&'a Sessions),
     Http(String),
+    /// Gets a URL that answers without work.
+    Floor(String),
 }
 
 fn main() {
@@ -132,6 +136,7 @@ fn main() {
             ("native", Peer::Native(&native)),
             ("python", Peer::Http(python.url.clone())),
             ("nimbus", Peer::Http(url)),
+            ("floor", Peer::Floor(format!("{}/healthz", nimbus.url))),
         ];
         results.cells.extend(cells(w, &peers, &[1, 16], duration, repeats));
     }
@@ -158,6 +163,7 @@ fn cells(w: &Workload, peers: &[(&str, Peer)], levels: &[usize], duration: Durat
                 runs.push(match peer {
                     Peer::Native(sessions) => sessions.load(&w.body, clients, duration),
                     Peer::Http(url) => oha_run(url, w, clients, duration, body.path()),
+                    Peer::Floor(url) => oha_get(url, clients, duration),
                 });
             }
         }
@@ -218,22 +224,27 @@ fn report(r: &Results) -> String {
     let _ = writeln!(md, "\n#### Per-request cost (digits, gbm; Python with {} uvicorn workers)\n", r.cores);
     let _ = writeln!(
         md,
-        "| model | clients | native p50 | Python req/s (p50) | Nimbus req/s (p50 / p99) | Nimbus p50 − native p50 | Nimbus / Python req/s |"
+        "| model | clients | native p50 | Python req/s (p50) | Nimbus req/s (p50 / p99) | HTTP floor req/s (p50) | Nimbus p50 − native p50 | of which beyond the floor | Nimbus / Python req/s |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for model in ["digits", "gbm"] {
         for clients in [1, 16] {
-            let [native, python, nimbus] = ["native", "python", "nimbus"].map(|p| cell(r, model, p, clients));
+            let [native, python, nimbus, floor] =
+                ["native", "python", "nimbus", "floor"].map(|p| cell(r, model, p, clients));
+            let overhead = nimbus.p50() - native.p50();
             let _ = writeln!(
                 md,
-                "| {model} | {clients} | {:.3} | {:.0} ({:.2}) | {:.0} ({:.2} / {:.2}) | {:.0} µs | {:.2}x |",
+                "| {model} | {clients} | {:.3} | {:.0} ({:.2}) | {:.0} ({:.2} / {:.2}) | {:.0} ({:.3}) | {:.0} µs | {:.0} µs | {:.2}x |",
                 native.p50(),
                 python.rps(),
                 python.p50(),
                 nimbus.rps(),
                 nimbus.p50(),
                 nimbus.p99(),
-                (nimbus.p50() - native.p50()) * 1e3,
+                floor.rps(),
+                floor.p50(),
+                overhead * 1e3,
+                (overhead - floor.p50()) * 1e3,
                 nimbus.rps() / python.rps(),
             );
         }
