@@ -21,16 +21,17 @@
 //! running batch is terminated only once every one of its callers has gone.
 //! Rows must be independent of each other, as a batch dimension means.
 //!
-//! Merging pays only where a run has a fixed cost to share: a transformer
-//! over short sequences does, a convolutional net on one CPU core per image
-//! does not (its time per image is the same at any batch size, so merged
-//! callers only wait for each other's rows). The dispatcher measures the
-//! time per row of merged runs and of single callers' runs, and merges only
-//! while merged rows are cheaper. One batch in [`PROBE`] merges a pair
-//! anyway, so the measure follows the load: a pair, not a full batch, since
-//! a probe that does not pay makes its callers wait for each other's rows
-//! (merging 14 images at a time made a sixth of vision's callers wait ~14
-//! runs, doubling p99).
+//! Merging pays only where a run has a fixed cost to share, and only up to
+//! a size: a transformer over short sequences gains at every size; on this
+//! project's 2-core machine MobileNetV2 gains at two images (~20%) and loses
+//! beyond four, where merged callers only wait for each other's rows. So the
+//! dispatcher measures the time per row of its runs by size (1, 2, 3-4,
+//! 5-8, ... rows) and lets batches grow to a size only while each doubling
+//! made rows at least a tenth cheaper; one batch in [`PROBE`] may take twice
+//! that, so the next size up stays measured and the limit follows the load.
+//! (A single limit of "merge or not" oscillated on vision: pairs paid, so
+//! everything queued merged, which did not; a sixth of its callers then
+//! waited ~14 runs, doubling p99.)
 
 use super::{ElementType, Graph, NnError, Tensor};
 use std::collections::VecDeque;
@@ -113,18 +114,15 @@ struct Waiting {
     answer: Answer,
 }
 
-/// One batch in this many merges a pair even when merging did not pay.
+/// One batch in this many may take twice the current limit.
 const PROBE: u64 = 16;
 
-/// How many callers the next batch may take.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Merge {
-    /// The oldest caller alone.
-    No,
-    /// Two callers at most, to measure what merging costs.
-    Pair,
-    /// Every queued caller of the oldest's shape that fits.
-    All,
+/// Sizes measured: 1, 2, 3-4, 5-8, ... up to 1024 rows (`Batching`'s most).
+const SIZES: usize = 11;
+
+/// The size class of a run of `rows` rows: the power of two at or above it.
+fn size_of(rows: u32) -> usize {
+    (rows.max(1) - 1).checked_ilog2().map_or(0, |log| log as usize + 1).min(SIZES - 1)
 }
 
 /// Runs of the graph in flight, a wake-up when one ends, and what runs cost.
@@ -132,33 +130,30 @@ enum Merge {
 struct Flight {
     running: AtomicUsize,
     ended: Notify,
-    /// Moving averages of nanoseconds per row: runs of one caller, and
-    /// merged runs (0 until measured).
-    alone: AtomicU64,
-    merged: AtomicU64,
+    /// Moving averages of nanoseconds per row, by size class (0 until
+    /// measured).
+    per_row: [AtomicU64; SIZES],
     batches: AtomicU64,
 }
 
 impl Flight {
-    /// How the next batch may merge: all it can while merged rows cost at
-    /// least a tenth less than rows run alone (or no single run is measured
-    /// yet); a pair while merging is unmeasured or this batch probes.
-    fn merging(&self) -> Merge {
-        let (alone, merged) = (self.alone.load(Ordering::Relaxed), self.merged.load(Ordering::Relaxed));
+    /// Most rows the next batch may take: the largest size every doubling
+    /// up to which made rows at least a tenth cheaper; twice that on a probe.
+    fn limit(&self) -> u32 {
+        let cost = |size: usize| self.per_row[size].load(Ordering::Relaxed);
+        let paid = (1..SIZES).find(|&size| {
+            let (below, here) = (cost(size - 1), cost(size));
+            below == 0 || here == 0 || here.saturating_mul(10) >= below.saturating_mul(9)
+        });
+        let best = paid.map_or(SIZES - 1, |size| size - 1);
         let probe = self.batches.fetch_add(1, Ordering::Relaxed).is_multiple_of(PROBE);
-        if merged != 0 && (alone == 0 || merged.saturating_mul(10) < alone.saturating_mul(9)) {
-            Merge::All
-        } else if merged == 0 || probe {
-            Merge::Pair
-        } else {
-            Merge::No
-        }
+        1 << (best + usize::from(probe)).min(SIZES - 1)
     }
 
-    /// Adds a run of `callers` callers and `rows` rows that took `took`.
-    fn ran(&self, callers: usize, rows: u32, took: Duration) {
+    /// Adds a run of `rows` rows that took `took`.
+    fn ran(&self, rows: u32, took: Duration) {
         let per_row = (took.as_nanos() / u128::from(rows.max(1))).min(u128::from(u64::MAX / 2)) as u64;
-        let average = if callers == 1 { &self.alone } else { &self.merged };
+        let average = &self.per_row[size_of(rows)];
         let old = average.load(Ordering::Relaxed);
         average.store(if old == 0 { per_row } else { old - old / 8 + per_row / 8 }, Ordering::Relaxed);
     }
@@ -257,18 +252,13 @@ impl Dispatcher {
                 waiting = self.arrivals.recv() => self.queue.push_back(waiting?),
             }
         };
-        // Only a batch that merges all it can waits for company: holding a
-        // free session for a probe, or for company a batch would not take,
-        // only idles the session.
-        let merge = self.flight.merging();
-        if merge == Merge::All {
-            self.hold_for_company().await?;
-        }
+        let limit = self.flight.limit().min(self.batching.max_rows);
+        self.hold_for_company(limit).await?;
         self.queue.retain(|w| !w.answer.is_closed());
         if self.queue.is_empty() {
             return Some(());
         }
-        let batch = self.take(merge);
+        let batch = self.take(limit);
         let graph = self.graph.upgrade()?;
         if let Some(observer) = &self.batching.observer.0 {
             let now = Instant::now();
@@ -278,9 +268,11 @@ impl Dispatcher {
         Some(())
     }
 
-    /// Takes arrivals in while the batch is partial, another run is in
-    /// flight and the oldest caller has waited less than `max_delay`.
-    async fn hold_for_company(&mut self) -> Option<()> {
+    /// Takes arrivals in while the batch has fewer than `limit` rows,
+    /// another run is in flight and the oldest caller has waited less than
+    /// `max_delay` (holding a free session for company a batch would not
+    /// take only idles the session).
+    async fn hold_for_company(&mut self, limit: u32) -> Option<()> {
         while let Ok(waiting) = self.arrivals.try_recv() {
             self.queue.push_back(waiting);
         }
@@ -288,7 +280,7 @@ impl Dispatcher {
         loop {
             let ended = self.flight.ended.notified();
             let running = self.flight.running.load(Ordering::SeqCst) > 0;
-            if !running || self.rows_like_first() >= self.batching.max_rows || tokio::time::Instant::now() >= deadline {
+            if !running || self.rows_like_first() >= limit || tokio::time::Instant::now() >= deadline {
                 return Some(());
             }
             tokio::select! {
@@ -305,21 +297,16 @@ impl Dispatcher {
         self.queue.iter().filter(|w| w.shape == first.shape).map(|w| w.rows).fold(0, u32::saturating_add)
     }
 
-    /// The oldest caller and, as `merge` allows, the queued callers of its
-    /// shape that fit.
-    fn take(&mut self, merge: Merge) -> Vec<Waiting> {
+    /// The oldest caller and the queued callers of its shape that fit in
+    /// `limit` rows.
+    fn take(&mut self, limit: u32) -> Vec<Waiting> {
         let first = self.queue.pop_front().expect("a caller is queued");
         let mut rows = first.rows;
         let mut batch = vec![first];
-        let most = match merge {
-            Merge::No => 1,
-            Merge::Pair => 2,
-            Merge::All => usize::MAX,
-        };
         let mut i = 0;
-        while i < self.queue.len() && batch.len() < most {
+        while i < self.queue.len() && rows < limit {
             let w = &self.queue[i];
-            if w.shape == batch[0].shape && rows + w.rows <= self.batching.max_rows {
+            if w.shape == batch[0].shape && rows + w.rows <= limit {
                 rows += w.rows;
                 batch.extend(self.queue.remove(i));
             } else {
@@ -338,7 +325,7 @@ async fn run(graph: Arc<Graph>, mut batch: Vec<Waiting>, permit: OwnedSemaphoreP
         tokio::select! {
             result = graph.execute(inputs, limit, permit) => {
                 if result.is_ok() {
-                    running.0.ran(1, rows, started.elapsed());
+                    running.0.ran(rows, started.elapsed());
                 }
                 drop(answer.send(result));
             }
@@ -357,7 +344,7 @@ async fn run(graph: Arc<Graph>, mut batch: Vec<Waiting>, permit: OwnedSemaphoreP
         }
     };
     if result.is_ok() {
-        running.0.ran(batch.len(), rows.iter().sum(), started.elapsed());
+        running.0.ran(rows.iter().sum(), started.elapsed());
     }
     drop(running);
     match result.ok().and_then(|outputs| split(outputs, &rows)) {
@@ -480,9 +467,8 @@ mod tests {
         }
         assert_eq!(graph.free.available_permits(), 1, "the session is free again");
         let sizes = sizes.0.lock().unwrap().clone();
+        // How they merged follows what was measured (see `Flight::limit`).
         assert_eq!(sizes.iter().sum::<usize>(), 5, "the five callers left ran: {sizes:?}");
-        assert_eq!(sizes[0], 2, "merging not measured yet: a pair first, then the rest merged: {sizes:?}");
-        assert!(sizes.len() <= 3, "{sizes:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,25 +502,48 @@ mod tests {
     }
 
     #[test]
-    fn callers_merge_only_while_merged_rows_are_cheaper() {
-        let flight = Flight::default();
-        assert_eq!(flight.merging(), Merge::Pair, "unknown: merge a pair to find out");
-        flight.ran(2, 2, Duration::from_millis(8));
-        assert_eq!(flight.merging(), Merge::All, "nothing run alone to compare with yet");
-        flight.ran(1, 1, Duration::from_millis(10));
-        flight.ran(4, 4, Duration::from_millis(12));
-        assert!((0..PROBE).all(|_| flight.merging() == Merge::All), "3 ms a row merged against 10 alone");
-        let flight = Flight::default();
-        flight.ran(1, 1, Duration::from_millis(10));
-        flight.ran(4, 4, Duration::from_millis(40));
-        let ways: Vec<Merge> = (0..PROBE * 4).map(|_| flight.merging()).collect();
-        let probes = ways.iter().filter(|&&m| m == Merge::Pair).count();
-        assert_eq!(probes, 4, "no gain: a pair probes one batch in {PROBE}");
-        assert!(!ways.contains(&Merge::All));
+    fn runs_are_measured_by_size() {
+        assert_eq!([1, 2, 3, 4, 5, 8, 9, 16, 17, 1024, 5000].map(size_of), [0, 1, 2, 2, 3, 3, 4, 4, 5, 10, 10]);
+    }
+
+    /// The limits of `n` batches in a row.
+    fn limits(flight: &Flight, n: u64) -> Vec<u32> {
+        (0..n).map(|_| flight.limit()).collect()
+    }
+
+    /// A probe's limit, then the usual one for the rest of `PROBE` batches.
+    fn probe_then(probe: u32, usual: u32) -> Vec<u32> {
+        std::iter::once(probe).chain(std::iter::repeat_n(usual, PROBE as usize - 1)).collect()
     }
 
     #[test]
-    fn a_probe_takes_a_pair_and_no_merge_takes_one() {
+    fn batches_grow_while_larger_ones_make_rows_cheaper() {
+        let flight = Flight::default();
+        assert_eq!(flight.limit(), 2, "nothing measured: the first batch probes two rows");
+        assert!(limits(&flight, PROBE - 1).iter().all(|&l| l == 1), "then one row at a time");
+        flight.ran(1, Duration::from_millis(10));
+        flight.ran(2, Duration::from_millis(12));
+        assert_eq!(limits(&flight, PROBE), probe_then(4, 2), "6 ms a row against 10");
+        flight.ran(4, Duration::from_millis(16));
+        flight.ran(8, Duration::from_millis(30));
+        let not_cheaper = "4 ms a row at 4, 3.75 at 8: not a tenth cheaper";
+        assert_eq!(limits(&flight, PROBE), probe_then(8, 4), "{not_cheaper}");
+        // A convolutional net: pairs pay, larger batches do not.
+        let flight = Flight::default();
+        flight.ran(1, Duration::from_millis(10));
+        flight.ran(2, Duration::from_millis(16));
+        flight.ran(4, Duration::from_millis(40));
+        flight.ran(16, Duration::from_millis(160));
+        assert_eq!(limits(&flight, PROBE), probe_then(4, 2));
+        // Nothing pays: one row at a time, a pair to probe.
+        let flight = Flight::default();
+        flight.ran(1, Duration::from_millis(10));
+        flight.ran(2, Duration::from_millis(20));
+        assert_eq!(limits(&flight, PROBE), probe_then(2, 1));
+    }
+
+    #[test]
+    fn a_batch_takes_the_callers_that_fit_its_limit() {
         let mut dispatcher = Dispatcher {
             graph: Weak::new(),
             arrivals: mpsc::unbounded_channel().1,
@@ -542,18 +551,17 @@ mod tests {
             flight: Arc::default(),
             queue: VecDeque::new(),
         };
-        let mut queue = |n| {
-            for seed in 0..n {
-                let (shape, rows) = shape_of(&pixels(1, seed)).unwrap();
-                let (answer, _) = oneshot::channel();
-                let arrived = Instant::now();
-                dispatcher.queue.push_back(Waiting { inputs: pixels(1, seed), shape, rows, limit: 0, arrived, answer });
-            }
-        };
-        queue(5);
-        assert_eq!(dispatcher.take(Merge::No).len(), 1);
-        assert_eq!(dispatcher.take(Merge::Pair).len(), 2);
-        assert_eq!(dispatcher.take(Merge::All).len(), 2, "all that is left");
+        for (seed, rows) in [3, 1, 2, 1, 1, 1].into_iter().enumerate() {
+            let inputs = pixels(rows, seed as u32);
+            let (shape, rows) = shape_of(&inputs).unwrap();
+            let (answer, _) = oneshot::channel();
+            dispatcher.queue.push_back(Waiting { inputs, shape, rows, limit: 0, arrived: Instant::now(), answer });
+        }
+        let rows = |batch: Vec<Waiting>| batch.iter().map(|w| w.rows).collect::<Vec<_>>();
+        assert_eq!(rows(dispatcher.take(2)), [3], "the oldest caller goes even past the limit");
+        assert_eq!(rows(dispatcher.take(2)), [1, 1], "callers that fit, in order");
+        assert_eq!(rows(dispatcher.take(1)), [2]);
+        assert_eq!(rows(dispatcher.take(64)), [1, 1]);
     }
 
     #[test]
