@@ -16,7 +16,7 @@ use super::auth::Invoker;
 use super::error::{ApiError, OipErrorBody};
 use super::extract::Path;
 use super::invoke::Call;
-use super::openapi::Binary;
+use super::openapi::{Binary, error_answers};
 use super::{App, RequestId};
 use crate::nn::Port;
 use crate::pool::Pool;
@@ -28,8 +28,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::IntoResponses;
+use utoipa::openapi::RefOr;
 
 /// The binary-data extension's header: the JSON part's length in bytes.
 pub(super) const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -242,6 +245,37 @@ fn render(result: Result<Invoked, ApiError>) -> Response {
 // The routes, one handler each (a version in the path or not: the same
 // work), documented for the OpenAPI document. Errors are the protocol's.
 
+/// What a model's metadata and readiness answer besides 200 and 404.
+struct ModelErrors;
+
+impl IntoResponses for ModelErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        error_answers::<OipErrorBody>(&[
+            ("400", "The version runs a handler of its own (not a model-only deploy)"),
+            ("401", "The server has an invoke token"),
+        ])
+    }
+}
+
+/// What inference answers besides 200 and 404.
+struct InferErrors;
+
+impl IntoResponses for InferErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        error_answers::<OipErrorBody>(&[
+            ("400", "A malformed request, or a version that runs a handler of its own"),
+            ("401", "The server has an invoke token"),
+            ("406", "The handler cannot answer JSON"),
+            ("413", "Over the function's `payload_limit_bytes`"),
+            ("415", "The handler does not read the request"),
+            ("429", "Throttled at `max_concurrency`; `Retry-After` says when to retry"),
+            ("500", "The model or handler failed"),
+            ("503", "At capacity, or no share of the function here; `Retry-After` says when to retry"),
+            ("504", "Past the function's `timeout_s`"),
+        ])
+    }
+}
+
 /// A model's metadata: its live version's inputs and outputs.
 #[utoipa::path(
     get,
@@ -252,9 +286,7 @@ fn render(result: Result<Invoked, ApiError>) -> Response {
     params(("name" = String, Path, description = "The function (a model-only deploy)")),
     responses(
         (status = 200, description = "The graph's inputs and outputs, as read at deploy", body = ModelMetadata),
-        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        ModelErrors,
         (status = 404, description = "No such function", body = OipErrorBody),
     ),
 )]
@@ -279,9 +311,7 @@ pub(super) async fn model_metadata(
     ),
     responses(
         (status = 200, description = "The graph's inputs and outputs, as read at deploy", body = ModelMetadata),
-        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        ModelErrors,
         (status = 404, description = "No such function, version or alias", body = OipErrorBody),
     ),
 )]
@@ -303,9 +333,7 @@ pub(super) async fn version_metadata(
     params(("name" = String, Path, description = "The function (a model-only deploy)")),
     responses(
         (status = 200, description = "Ready", body = ModelReady),
-        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        ModelErrors,
         (status = 404, description = "No such function", body = OipErrorBody),
     ),
 )]
@@ -330,9 +358,7 @@ pub(super) async fn model_ready_live(
     ),
     responses(
         (status = 200, description = "Ready", body = ModelReady),
-        (status = 400, description = "The version runs a handler of its own (not a model-only deploy)",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        ModelErrors,
         (status = 404, description = "No such function, version or alias", body = OipErrorBody),
     ),
 )]
@@ -366,19 +392,8 @@ pub(super) async fn version_ready(
             content((InferenceResponse = "application/json"), (Binary = "application/octet-stream")),
             headers(("inference-header-content-length" = u64,
                 description = "With binary outputs: the JSON part's length"))),
-        (status = 400, description = "A malformed request, or a version that runs a handler of its own",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        InferErrors,
         (status = 404, description = "No such function", body = OipErrorBody),
-        (status = 406, description = "The handler cannot answer JSON", body = OipErrorBody),
-        (status = 413, description = "Over the function's `payload_limit_bytes`", body = OipErrorBody),
-        (status = 415, description = "The handler does not read the request", body = OipErrorBody),
-        (status = 429, description = "Throttled at `max_concurrency`; `Retry-After` says when to retry",
-            body = OipErrorBody),
-        (status = 500, description = "The model or handler failed", body = OipErrorBody),
-        (status = 503, description = "At capacity, or no share of the function here; `Retry-After` says when to retry",
-            body = OipErrorBody),
-        (status = 504, description = "Past the function's `timeout_s`", body = OipErrorBody),
     ),
 )]
 pub(super) async fn model_infer(
@@ -415,19 +430,8 @@ pub(super) async fn model_infer(
             content((InferenceResponse = "application/json"), (Binary = "application/octet-stream")),
             headers(("inference-header-content-length" = u64,
                 description = "With binary outputs: the JSON part's length"))),
-        (status = 400, description = "A malformed request, or a version that runs a handler of its own",
-            body = OipErrorBody),
-        (status = 401, description = "The server has an invoke token", body = OipErrorBody),
+        InferErrors,
         (status = 404, description = "No such function, version or alias", body = OipErrorBody),
-        (status = 406, description = "The handler cannot answer JSON", body = OipErrorBody),
-        (status = 413, description = "Over the function's `payload_limit_bytes`", body = OipErrorBody),
-        (status = 415, description = "The handler does not read the request", body = OipErrorBody),
-        (status = 429, description = "Throttled at `max_concurrency`; `Retry-After` says when to retry",
-            body = OipErrorBody),
-        (status = 500, description = "The model or handler failed", body = OipErrorBody),
-        (status = 503, description = "At capacity, or no share of the function here; `Retry-After` says when to retry",
-            body = OipErrorBody),
-        (status = 504, description = "Past the function's `timeout_s`", body = OipErrorBody),
     ),
 )]
 pub(super) async fn version_infer(

@@ -8,6 +8,7 @@
 use super::error::ErrorBody;
 use axum::http::header;
 use axum::response::IntoResponse;
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -16,7 +17,7 @@ use utoipa::openapi::schema::{
     SchemaType, Type,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
 /// The document's frame: what it is about, and its security scheme.
@@ -107,6 +108,16 @@ fn add_error_answer(op: &mut Operation, status: &str, what: &str, error: impl Fn
             responses.insert(status.to_owned(), RefOr::T(response.build()));
         }
     }
+}
+
+/// Error answers with a JSON body of schema `B`, as `(status, when)`: what
+/// a family of routes answers alike, documented once in an
+/// `IntoResponses` beside them and named in each route's `responses(...)`.
+pub(super) fn error_answers<B: ToSchema>(answers: &[(&str, &str)]) -> BTreeMap<String, RefOr<Response>> {
+    let error = || ContentBuilder::new().schema(Some(Ref::from_schema_name(B::name()))).build();
+    let answer =
+        |when: &str| RefOr::T(ResponseBuilder::new().description(when).content("application/json", error()).build());
+    answers.iter().map(|&(status, when)| (status.to_owned(), answer(when))).collect()
 }
 
 /// A followed journal (`?follow=true`) as server-sent events. Before

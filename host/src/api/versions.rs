@@ -7,6 +7,7 @@ use super::auth::Admin;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Path;
 use super::functions::{PoolState, state};
+use super::openapi::error_answers;
 use crate::registry::{Canary, Deployed, LIVE, Version, Weight};
 use axum::Json;
 use axum::body::Bytes;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use utoipa::IntoResponses;
+use utoipa::openapi::RefOr;
 
 /// What the versions routes answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -112,6 +115,22 @@ pub(super) struct AliasBody {
     version: u64,
 }
 
+/// What a change of aliases, traffic or live version answers besides 200,
+/// 400 and 404.
+struct VersionChangeErrors;
+
+impl IntoResponses for VersionChangeErrors {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        error_answers::<ErrorBody>(&[
+            ("401", "`unauthorized`"),
+            ("409", "`conflict`, `over_capacity`"),
+            ("413", "`payload_too_large`"),
+            ("500", "`storage_error`"),
+            ("503", "`records_unavailable`"),
+        ])
+    }
+}
+
 /// Points an alias at a version (creating it); moving `live` clears a split
 /// and cancels a running canary.
 #[utoipa::path(
@@ -128,12 +147,8 @@ pub(super) struct AliasBody {
     responses(
         (status = 200, description = "The versions afterwards", body = VersionsView),
         (status = 400, description = "`bad_request` (not `{\"version\": N}`), `invalid_change`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`, `version_not_found`", body = ErrorBody),
-        (status = 409, description = "`conflict`, `over_capacity`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 500, description = "`storage_error`", body = ErrorBody),
-        (status = 503, description = "`records_unavailable`", body = ErrorBody),
+        VersionChangeErrors,
     ),
 )]
 pub(super) async fn set_alias(
@@ -198,12 +213,8 @@ pub(super) struct TrafficBody {
         (status = 200, description = "The versions afterwards", body = VersionsView),
         (status = 400, description = "`bad_request` (not `{\"weights\": [...]}`), `invalid_change` (a split that \
             does not add up to 100, names a version twice or more than 4)", body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`, `version_not_found`", body = ErrorBody),
-        (status = 409, description = "`conflict`, `over_capacity`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 500, description = "`storage_error`", body = ErrorBody),
-        (status = 503, description = "`records_unavailable`", body = ErrorBody),
+        VersionChangeErrors,
     ),
 )]
 pub(super) async fn set_traffic(
@@ -241,12 +252,8 @@ pub(super) struct RollbackBody {
         (status = 200, description = "The versions afterwards", body = VersionsView),
         (status = 400, description = "`bad_request` (not `{\"to\": N}`), `invalid_change` (no older version)",
             body = ErrorBody),
-        (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`, `version_not_found`", body = ErrorBody),
-        (status = 409, description = "`conflict`, `over_capacity`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 500, description = "`storage_error`", body = ErrorBody),
-        (status = 503, description = "`records_unavailable`", body = ErrorBody),
+        VersionChangeErrors,
     ),
 )]
 pub(super) async fn rollback(
