@@ -1,7 +1,8 @@
 //! The web console in a real browser: Debian's Chromium driven by
 //! Playwright (`console/tests/`, run with Node) against a real server with
-//! the examples deployed. Screenshots land in `docs/console/` when
-//! NIMBUS_SCREENSHOTS is set (see docs/console/README.md).
+//! the examples deployed, and digits deployed once more from the Deploy
+//! page. Screenshots land in `docs/console/` when NIMBUS_SCREENSHOTS is set
+//! (see docs/console/README.md).
 
 use nimbus_tests::{Server, model_dir, root, wasm};
 use std::process::Command;
@@ -14,6 +15,13 @@ fn the_console_signs_in_invokes_charts_rolls_back_and_follows_logs() {
         "playwright-core is missing: `make build` installs the console's npm packages"
     );
     wasm("sentiment");
+    let digits_wasm = root().join("examples/target/wasm32-wasip2/release/digits.wasm");
+    // The digits model and a file no run has uploaded before, so that the
+    // Deploy page has one file to send and the rest to skip.
+    let model = tempfile::tempdir().unwrap();
+    std::fs::copy(model_dir("digits").join("digits.onnx"), model.path().join("digits.onnx")).unwrap();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::fs::write(model.path().join("notes.txt"), format!("deployed from the console at {stamp}\n")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     for name in ["digits", "sentiment", "vision"] {
@@ -27,7 +35,9 @@ fn the_console_signs_in_invokes_charts_rolls_back_and_follows_logs() {
         .current_dir(root().join("console"))
         .env("NIMBUS_SERVER", &s.url)
         .env("NIMBUS_TOKEN", &s.token)
-        .env("CHROMIUM", &chromium);
+        .env("CHROMIUM", &chromium)
+        .env("DIGITS_WASM", &digits_wasm)
+        .env("DIGITS_MODEL", model.path());
     if std::env::var_os("NIMBUS_SCREENSHOTS").is_some() {
         test.env("SCREENSHOTS", root().join("docs/console"));
     }

@@ -3,6 +3,9 @@
 // CHROMIUM (default /usr/bin/chromium), SCREENSHOTS (folder; optional).
 // Preconditions: digits, sentiment and vision deployed; sentiment has versions 1
 // and 2 with live = 2. The test rolls sentiment back and restores live after.
+// DIGITS_WASM and DIGITS_MODEL (the digits example's component, and a copy of
+// its model folder with one file of this run's own) are deployed from the
+// Deploy page as `digits-console`, deleted after.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -14,6 +17,9 @@ const TOKEN = process.env.NIMBUS_TOKEN;
 const SHOTS = process.env.SCREENSHOTS;
 const TIMEOUT = 15_000;
 const DESKTOP = { width: 1280, height: 800 };
+const DIGITS_WASM = process.env.DIGITS_WASM;
+const DIGITS_MODEL = process.env.DIGITS_MODEL;
+const DEPLOYED = 'digits-console';
 
 async function api(method, path, body) {
   const res = await fetch(`${SERVER}${path}`, {
@@ -80,6 +86,7 @@ describe('Nimbus console', { timeout: 180_000 }, () => {
 
   after(async () => {
     await browser?.close();
+    await fetch(`${SERVER}/v1/functions/${DEPLOYED}`, { method: 'DELETE', headers: { Authorization: `Bearer ${TOKEN}` } });
     // Leave the server as the harness set it up, so the test can run again.
     if (liveBefore != null) await api('PUT', '/v1/functions/sentiment/aliases/live', { version: liveBefore });
   });
@@ -180,5 +187,55 @@ describe('Nimbus console', { timeout: 180_000 }, () => {
     await page.locator('[data-testid="function-row"]').first().waitFor();
     assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
     await shot(page, 'functions-dark.png');
+  });
+
+  it('deploys from the Deploy page, uploading only what the server lacks', async () => {
+    assert.ok(DIGITS_WASM && DIGITS_MODEL, 'DIGITS_WASM and DIGITS_MODEL must be set');
+    await page.goto(`${SERVER}/console/#/deploy`);
+    await page.getByRole('heading', { level: 1, name: 'Deploy a function' }).waitFor();
+    await page.getByLabel('Name', { exact: true }).fill(DEPLOYED);
+    await page.getByLabel('Handler (.wasm)').setInputFiles(DIGITS_WASM);
+    await page.getByLabel('Model folder').setInputFiles(DIGITS_MODEL);
+    await until(() => page.locator('#deploy-model-help').textContent(), (t) => t.includes('digits.onnx'), 'the picked folder listed');
+    await page.getByLabel('Memory').selectOption('1024');
+    const submit = page.getByRole('button', { name: 'Deploy', exact: true });
+    const result = page.getByTestId('deploy-result');
+    await submit.click();
+    await result.waitFor();
+    const first = await result.textContent();
+    // The harness deployed the same handler and model: only the folder's
+    // extra file (made for this run) is new to the server.
+    assert.match(first, new RegExp(`^${DEPLOYED} version 1: .*live is v1\\. 1 file uploaded \\(\\d+ B\\), 2 already stored`), first);
+    const described = await api('GET', `/v1/functions/${DEPLOYED}`);
+    assert.equal(described.config.memory_mb, 1024, JSON.stringify(described.config));
+
+    // What the browser deployed answers like the example.
+    const answer = await fetch(`${SERVER}/v1/functions/${DEPLOYED}/invocations`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'text/csv' },
+      body: Array(64).fill('0').join(','),
+    });
+    assert.equal(answer.status, 200, await answer.clone().text());
+
+    // The same bundle again is no new version, and nothing is sent twice.
+    await submit.click();
+    await until(() => result.textContent(), (t) => t !== first, 'the second answer');
+    assert.match(await result.textContent(), new RegExp(`^${DEPLOYED} version 1: unchanged; .* 0 files uploaded \\(0 B\\), 3 already stored`));
+    // Another memory tier is a new version, from the same stored files.
+    await page.getByLabel('Memory').selectOption('2048');
+    await submit.click();
+    await until(() => result.textContent(), (t) => t.startsWith(`${DEPLOYED} version 2:`), 'the second version');
+    assert.match(await result.textContent(), / 0 files uploaded \(0 B\), 3 already stored/);
+
+    // Not a component: the server's reason is shown and nothing is deployed.
+    await page.getByLabel('Handler (.wasm)').setInputFiles(join(DIGITS_MODEL, 'digits.onnx'));
+    await submit.click();
+    const error = page.locator('form.deploy p.error');
+    await error.waitFor();
+    assert.match(await error.textContent(), /invalid component: not a WebAssembly binary/);
+    assert.equal(await result.count(), 0, 'no result shown for a failed deploy');
+    const versions = await api('GET', `/v1/functions/${DEPLOYED}/versions`);
+    assert.deepEqual(versions.versions.map((v) => v.version), [2, 1], JSON.stringify(versions));
+    await shot(page, 'deploy.png');
   });
 });
