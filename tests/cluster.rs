@@ -5,7 +5,9 @@
 //! A change made through any host is served by the others within a second;
 //! two hosts' deploys of one function never interleave; a host with an
 //! empty or corrupted cache fetches what it needs; with etcd down, hosts
-//! keep serving and refuse changes with a 503 until it is back; a host that
+//! keep serving and refuse changes with a 503 until it is back; with the
+//! object store down, hosts serve what they have and refuse (with a 503
+//! that says why) what needs the store, until it is back; a host that
 //! dies under load costs no request through HAProxy; live hosts are listed
 //! and share each function's max concurrency.
 
@@ -113,6 +115,48 @@ fn with_etcd_down_hosts_serve_and_refuse_changes_until_it_is_back() {
     let deployed = Server::wait_until(Duration::from_secs(20), || deploy(a, "f", "two").status.success());
     assert!(deployed, "deploys work again once etcd is back");
     until_served(b, "f", "two");
+}
+
+#[test]
+fn with_the_object_store_down_hosts_serve_what_they_have_and_refuse_what_needs_it() {
+    let mut c = cluster(2);
+    assert!(deploy(&c.hosts[0], "f", "one").status.success());
+    until_served(&c.hosts[1], "f", "one");
+    c.garage.stop();
+    for s in &c.hosts {
+        let answer = who(s, "f");
+        assert_eq!((answer.status, answer.body.as_str()), (200, "one"), "{} serves what it has", s.url);
+    }
+
+    // A deploy with a file the store lacks is refused (not hung on
+    // retries), saying why, and changes nothing.
+    let model = tempfile::tempdir().unwrap();
+    std::fs::copy(nimbus_tests::model_dir("digits").join("digits.onnx"), model.path().join("digits.onnx")).unwrap();
+    std::fs::write(model.path().join("notes.txt"), "a file the store has not seen").unwrap();
+    let deploy_two = |s: &Server| s.try_deploy("f", "hostile", model.path(), &["--env", "WHO=two"]);
+    let started = Instant::now();
+    let refused = deploy_two(&c.hosts[0]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("object store cannot be reached"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "refused after {:?}", started.elapsed());
+    assert_eq!(who(&c.hosts[0], "f").body, "one", "the refused deploy changed nothing");
+
+    // A host that joins now has nothing to run: a 503 that says why.
+    let joined = c.host();
+    let started = Instant::now();
+    let answer = who(&joined, "f");
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains("objects_unavailable"), "{}", answer.body);
+    assert_eq!(answer.header("retry-after"), "1");
+    assert!(started.elapsed() < Duration::from_secs(30), "answered after {:?}", started.elapsed());
+
+    c.garage.resume();
+    let served = Server::wait_until(Duration::from_secs(30), || who(&joined, "f").body == "one");
+    assert!(served, "the joined host serves once the store is back: {}", who(&joined, "f").body);
+    let deployed = Server::wait_until(Duration::from_secs(30), || deploy_two(&c.hosts[0]).status.success());
+    assert!(deployed, "deploys work again once the store is back");
+    until_served(&c.hosts[1], "f", "two");
+    until_served(&joined, "f", "two");
 }
 
 /// HAProxy with the shipped configuration in front of `hosts`.

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A running Garage node.
+/// A Garage node, running unless stopped.
 pub struct Garage {
-    child: Child,
+    child: Option<Child>,
+    config: PathBuf,
+    s3_port: u16,
     _dir: tempfile::TempDir,
     /// The S3 endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -44,26 +46,42 @@ impl Garage {
         )
         .expect("garage config");
         let keys = (format!("GK{}", "1".repeat(24)), "2".repeat(64));
+        let (endpoint, url) = (format!("http://127.0.0.1:{s3}"), "s3://nimbus".into());
+        let mut garage = Garage { child: None, config, s3_port: s3, _dir: dir, endpoint, url, keys };
+        garage.resume();
+        garage
+    }
+
+    /// Starts the node again on its data (after [`Garage::stop`]) and waits
+    /// until it answers.
+    pub fn resume(&mut self) {
         let child = Command::new(garage_bin())
             .arg("-c")
-            .arg(&config)
+            .arg(&self.config)
             .args(["server", "--single-node", "--default-bucket"])
-            .env("GARAGE_DEFAULT_ACCESS_KEY", &keys.0)
-            .env("GARAGE_DEFAULT_SECRET_KEY", &keys.1)
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &self.keys.0)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &self.keys.1)
             .env("GARAGE_DEFAULT_BUCKET", "nimbus")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("garage is not installed: `make services` builds it from crates.io");
-        let garage =
-            Garage { child, _dir: dir, endpoint: format!("http://127.0.0.1:{s3}"), url: "s3://nimbus".into(), keys };
-        // Up when the bucket answers a signed-or-not request with anything.
+        self.child = Some(child);
+        // Up when its S3 port takes connections.
+        let port = self.s3_port;
         let up = super::Server::wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok()
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(up, "garage did not come up on port {s3}");
-        garage
+        assert!(up, "garage did not come up on port {port}");
+    }
+
+    /// Kills the node (its data stays for [`Garage::resume`]).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The flags and environment a Nimbus host needs to use this store.
@@ -83,7 +101,6 @@ impl Garage {
 
 impl Drop for Garage {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -127,20 +127,28 @@ impl Client {
     }
 
     /// Whether `path` exists (200) or not (404); any other refusal (a
-    /// missing or wrong token, say) is an error.
+    /// missing or wrong token, say) is an error. A HEAD answer has no body
+    /// to carry the server's message: refusals are explained from their
+    /// status, as the route documents them.
     pub(crate) fn exists(&self, path: &str) -> Result<bool, ClientError> {
-        let r = self.auth(self.agent.head(self.url(path))).call();
-        match r {
-            Ok(response) if response.status() == 404 => Ok(false),
-            // A HEAD answer has no body to carry the server's message.
-            Ok(response) if response.status() == 401 => Err(ClientError {
-                message: "this operation needs `Authorization: Bearer <token>`; pass --token or set NIMBUS_TOKEN \
-                          (401 unauthorized)"
-                    .into(),
-                exit: Exit::Refused,
-            }),
-            other => self.finish(other).map(|a| a.status == 200),
-        }
+        let status = match self.auth(self.agent.head(self.url(path))).call() {
+            Ok(response) => response.status().as_u16(),
+            unreachable => return self.finish(unreachable).map(|_| false),
+        };
+        let message = match status {
+            200 => return Ok(true),
+            404 => return Ok(false),
+            _ if status < 400 => return Ok(false),
+            401 => "this operation needs `Authorization: Bearer <token>`; pass --token or set NIMBUS_TOKEN \
+                    (401 unauthorized)"
+                .to_owned(),
+            503 => format!(
+                "the server cannot check `{path}` now: its object store cannot be reached (or it is at its \
+                 connection limit); what is deployed keeps serving, retry shortly (503)"
+            ),
+            _ => format!("the server refused `HEAD {path}` ({status}); its log says why"),
+        };
+        Err(ClientError { message, exit: Exit::Refused })
     }
 
     pub(crate) fn delete(&self, path: &str) -> Result<Answer, ClientError> {

@@ -12,7 +12,7 @@ use super::{Digest, StoreError};
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, RetryConfig};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +44,18 @@ pub struct RemoteOptions {
 /// Blob uploads stream in parts of this size (S3's minimum is 5 MiB).
 const PART: usize = 8 << 20;
 
+/// How a failed request is retried: enough for a blip (a node restarting,
+/// a dropped connection), short enough that a deploy or a cold start with
+/// the store down is answered `objects_unavailable` at once. The crate's
+/// default retries ten times with backoff up to 15 s, for up to three
+/// minutes: with Garage stopped, tests/cluster.rs's refused deploy and
+/// refused cold start took 21 s in all with it, 5 s with this.
+fn retry() -> RetryConfig {
+    let backoff =
+        BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 };
+    RetryConfig { backoff, max_retries: 4, retry_timeout: Duration::from_secs(10) }
+}
+
 fn unavailable(e: object_store::Error) -> StoreError {
     StoreError::ObjectStore(e.to_string())
 }
@@ -64,7 +76,7 @@ impl Remote {
         // reqwest is built without a default TLS provider (no aws-lc-rs):
         // ring serves. Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::from_env().with_url(&options.url);
+        let mut builder = AmazonS3Builder::from_env().with_url(&options.url).with_retry(retry());
         if let Some(endpoint) = &options.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
