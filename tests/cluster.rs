@@ -130,9 +130,7 @@ fn with_the_object_store_down_hosts_serve_what_they_have_and_refuse_what_needs_i
 
     // A deploy with a file the store lacks is refused (not hung on
     // retries), saying why, and changes nothing.
-    let model = tempfile::tempdir().unwrap();
-    std::fs::copy(nimbus_tests::model_dir("digits").join("digits.onnx"), model.path().join("digits.onnx")).unwrap();
-    std::fs::write(model.path().join("notes.txt"), "a file the store has not seen").unwrap();
+    let model = nimbus_tests::model_dir_with_new_file("digits");
     let deploy_two = |s: &Server| s.try_deploy("f", "hostile", model.path(), &["--env", "WHO=two"]);
     let started = Instant::now();
     let refused = deploy_two(&c.hosts[0]);

@@ -4,7 +4,7 @@
 //! page. Screenshots land in `docs/console/` when NIMBUS_SCREENSHOTS is set
 //! (see docs/console/README.md).
 
-use nimbus_tests::{Server, model_dir, root, wasm};
+use nimbus_tests::{Server, model_dir, model_dir_with_new_file, root, wasm};
 use std::process::Command;
 
 #[test]
@@ -16,12 +16,8 @@ fn the_console_signs_in_invokes_charts_rolls_back_and_follows_logs() {
     );
     wasm("sentiment");
     let digits_wasm = root().join("examples/target/wasm32-wasip2/release/digits.wasm");
-    // The digits model and a file no run has uploaded before, so that the
-    // Deploy page has one file to send and the rest to skip.
-    let model = tempfile::tempdir().unwrap();
-    std::fs::copy(model_dir("digits").join("digits.onnx"), model.path().join("digits.onnx")).unwrap();
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    std::fs::write(model.path().join("notes.txt"), format!("deployed from the console at {stamp}\n")).unwrap();
+    // The Deploy page has one file to send and the rest to skip.
+    let model = model_dir_with_new_file("digits");
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     for name in ["digits", "sentiment", "vision"] {

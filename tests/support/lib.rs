@@ -52,6 +52,18 @@ pub fn model_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A copy of example `name`'s artifact folder plus one file made for this
+/// run, so that deploying it sends exactly one blob no server has seen.
+pub fn model_dir_with_new_file(name: &str) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("temp dir");
+    for file in std::fs::read_dir(model_dir(name)).expect("the model folder").flatten() {
+        std::fs::copy(file.path(), copy.path().join(file.file_name())).expect("copy a model file");
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    std::fs::write(copy.path().join("notes.txt"), format!("made for a test run at {stamp}\n")).expect("notes.txt");
+    copy
+}
+
 /// The artifact folder of one hostile model case (see
 /// `tests/hostile_models.py`), all generated once per process with the
 /// project's venv.
